@@ -1,0 +1,1 @@
+"""The capture station: config, workflow, outbox, MQTT link, hardening, CLI."""

@@ -1,0 +1,1 @@
+"""Hardware behind small Protocols, each with a real and a simulated backend."""

@@ -1,0 +1,1 @@
+"""The reference record gateway: receive, verify, open, de-duplicate, file, acknowledge."""

@@ -1,0 +1,1 @@
+"""What estates teams run: device CA, enrolment, fleet bundles, sandbox sites, command cards."""
