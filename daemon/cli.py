@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import version
+from pathlib import Path
+
+from photosafe.daemon.config import ConfigError, load_config
+from photosafe.daemon.credentials import load_keys
+from photosafe.daemon.logs import setup_logging
+
+DEFAULT_CONFIG = Path("/etc/photosafe/station.toml")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,7 +23,17 @@ def build_parser() -> argparse.ArgumentParser:
         "seal in memory, deliver to the record gateway.",
     )
     parser.add_argument("--version", action="version", version=f"photosafe {version('photosafe')}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = commands.add_parser("run", help="run the station until SIGTERM")
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="station TOML file")
+    run.add_argument(
+        "--simulate",
+        action="store_true",
+        help="simulated camera, scanner and button; scans are read from standard input, "
+        "one per line (\\x1d or <GS> for the GS1 separator)",
+    )
+    check = commands.add_parser("check-config", help="check the configuration and keys")
+    check.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="station TOML file")
     return parser
 
 
@@ -25,7 +43,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "check-config":
+        return _check_config(args.config)
+    if args.command == "run":
+        return _run(args.config, simulate=args.simulate)
+    return 2
+
+
+def _check_config(path: Path) -> int:
+    try:
+        config = load_config(path)
+        load_keys(config)
+    except ConfigError as exc:
+        print(f"{path}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    print(
+        f"{path}: OK: station {config.device_id} ({config.station.kind.value}, "
+        f"{config.station.location}), broker {config.broker.host}:{config.broker.port}"
+    )
     return 0
+
+
+def _run(path: Path, *, simulate: bool) -> int:
+    from photosafe.daemon.app import run_station
+
+    setup_logging()
+    if simulate:
+        for part in ("CAMERA", "SCANNER", "BUTTON"):
+            os.environ.setdefault(f"PHOTOSAFE_{part}", "simulated")
+    try:
+        config = load_config(path)
+        return run_station(config, scans_from=sys.stdin if simulate else None)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config: {problem}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

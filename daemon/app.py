@@ -1,0 +1,171 @@
+"""Assemble a station from its configuration and run it until SIGTERM.
+
+This is the only module that knows every part: config -> keys -> drivers -> workflow -> delivery
+-> link -> event loop. Everything it builds is in memory; nothing is written to disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from types import FrameType
+from typing import TextIO
+
+from photosafe.daemon.config import StationConfig
+from photosafe.daemon.credentials import StationKeys, load_keys
+from photosafe.daemon.delivery import Delivery
+from photosafe.daemon.link import LinkSettings, MqttLink
+from photosafe.daemon.outbox import Outbox, OutboxLimits
+from photosafe.daemon.quality import QualityGate
+from photosafe.daemon.station import EventQueue, StationLoop
+from photosafe.daemon.workflow import Timeouts, Workflow
+from photosafe.drivers import backends
+from photosafe.drivers.camera import Still
+from photosafe.protocol import envelope
+from photosafe.protocol.consent import StationProfile
+from photosafe.protocol.identity import IdentityRules
+from photosafe.protocol.manifest import Manifest, StationRef
+
+log = logging.getLogger(__name__)
+_SUITES: dict[str, envelope.SuiteName] = {
+    "chacha20": envelope.CHACHA20,
+    "aes256gcm": envelope.AES256GCM,
+}
+
+
+@dataclass
+class SealingSender:
+    """Seal with the device key to the gateway's key, then queue for delivery."""
+
+    keys: StationKeys
+    suite: envelope.SuiteName
+    delivery: Delivery
+
+    def send(self, manifest: Manifest, still: Still) -> None:
+        reason = self.delivery.outbox.room_for(len(still.jpeg))
+        if reason:  # refuse before sealing: the clinician hears it at once
+            raise RuntimeError(reason)
+        sealed = envelope.seal(
+            manifest,
+            still.jpeg.view(),
+            device_key=self.keys.device_key,
+            device_cert=self.keys.device_cert,
+            recipient=self.keys.recipient,
+            suite=self.suite,
+        )
+        self.delivery.submit(manifest.capture_id, sealed)
+
+
+def identity_rules(config: StationConfig) -> IdentityRules:
+    i = config.identity
+    return IdentityRules(
+        nhs_gs1_company_prefix=i.nhs_gs1_company_prefix,
+        staff_pattern=i.staff_pattern,
+        mrn_pattern=i.mrn_pattern,
+        mrn_authority=i.mrn_authority,
+        gs_substitute=i.gs_substitute,
+    )
+
+
+def station_ref(config: StationConfig) -> StationRef:
+    return StationRef(
+        device_id=config.device_id,
+        site=config.station.site,
+        location=config.station.location,
+        profile=StationProfile(
+            kind=config.station.kind, implied_categories=tuple(config.station.implied_categories)
+        ),
+    )
+
+
+def run_station(config: StationConfig, *, scans_from: TextIO | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or the end of `scans_from`, for scripted runs); exit code."""
+    keys = load_keys(config)
+    events = EventQueue()
+    d = config.drivers
+    canary = bytes.fromhex(d.canary_hex) if d.canary_hex else None
+    camera = backends.camera_backend(
+        d.camera,
+        width=d.camera_width,
+        height=d.camera_height,
+        quality=d.jpeg_quality,
+        canary=canary,
+    )
+    scanner = backends.scanner_backend(d.scanner)
+    indicator = backends.indicator_backend(d.indicator)
+    button = backends.button_backend(d.button)
+
+    link = MqttLink(
+        LinkSettings(
+            device_id=config.device_id,
+            host=config.broker.host,
+            port=config.broker.port,
+            ca_file=config.broker.ca_file,
+            cert_file=config.broker.cert_file,
+            key_file=config.broker.key_file,
+            keepalive_s=config.broker.keepalive_s,
+            max_message_bytes=config.broker.max_message_bytes,
+            reconnect_min_s=config.broker.reconnect_min_s,
+            reconnect_max_s=config.broker.reconnect_max_s,
+            session_expiry_s=int(config.outbox.expiry_s),
+        ),
+        events,
+    )
+    o = config.outbox
+    delivery = Delivery(
+        device_id=config.device_id,
+        outbox=Outbox(OutboxLimits(o.max_items, o.max_bytes, o.ack_timeout_s, o.expiry_s)),
+        publisher=link,
+        pinned=keys.pinned,
+    )
+    workflow = Workflow(
+        station=station_ref(config),
+        indicator=indicator,
+        camera=camera,
+        quality=QualityGate(),
+        sender=SealingSender(keys, _SUITES[config.gateway.suite], delivery),
+        timeouts=Timeouts(
+            patient_s=config.session.patient_timeout_s, operator_s=config.session.operator_timeout_s
+        ),
+    )
+    loop = StationLoop(
+        events=events,
+        workflow=workflow,
+        delivery=delivery,
+        indicator=indicator,
+        rules=identity_rules(config),
+        grace_s=config.shutdown.grace_s,
+        status=lambda status: link.publish_status({"device": config.device_id, **status}),
+    )
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        events.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    camera.start()
+    link.start()
+    scanner.start(events.scan)
+    button.start(events.press)
+    if scans_from is not None:
+        feed = getattr(scanner, "feed_lines", None)
+        if feed is None:
+            raise RuntimeError("scripted scans need the simulated scanner")
+        feed(scans_from)
+    log.info("station.started", extra={"device": config.device_id})
+    try:
+        counts = loop.run()
+    finally:
+        scanner.stop()
+        button.stop()
+        link.stop()
+        camera.close()
+        indicator.close()
+    print(
+        "station stopped: "
+        + ", ".join(f"{name} {count}" for name, count in sorted(counts.items())),
+        file=sys.stderr,
+    )
+    return 0
