@@ -497,7 +497,7 @@ def _input_of(scanned: Scanned) -> Input:
 
 def _patient_ref(patient: Patient) -> PatientRef:
     return PatientRef(
-        scheme=PatientScheme(patient.scheme.value),
+        scheme=patient.scheme,
         identifier=patient.identifier,
         authority=patient.authority,
         source=patient.source,  # type: ignore[arg-type]

@@ -1,11 +1,23 @@
-"""`photosafe-gateway`: the reference record gateway's command line."""
+"""`photosafe-gateway`: the reference record gateway's command line.
+
+photosafe-gateway run [--config PATH]            serve until SIGTERM / SIGINT
+photosafe-gateway check-config [--config PATH]   list every problem (exit 1) or a summary
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from photosafe.gateway.config import GatewayConfig
+
+DEFAULT_CONFIG = Path("/etc/photosafe/gateway.toml")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,7 +29,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version", action="version", version=f"photosafe-gateway {version('photosafe')}"
     )
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, text in (
+        ("run", "serve: file captures and answer them until SIGTERM or SIGINT"),
+        ("check-config", "check the configuration and every file it names, then exit"),
+    ):
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument(
+            "--config",
+            type=Path,
+            default=DEFAULT_CONFIG,
+            metavar="PATH",
+            help=f"TOML configuration (default {DEFAULT_CONFIG}); environment variables "
+            "PHOTOSAFE_GATEWAY_<SECTION>__<FIELD> override it",
+        )
     return parser
 
 
@@ -27,6 +52,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    # Imported here so --help and --version stay fast and work without the crypto stack.
+    from photosafe.gateway.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        out = sys.stdout if args.command == "check-config" else sys.stderr  # its result, or why
+        print(f"{args.config}: {len(exc.problems)} problem(s)", file=out)
+        for problem in exc.problems:
+            print(f"  {problem}", file=out)
+        return 1
+    if args.command == "check-config":
+        return _summary(config)
+    return _run(config)
+
+
+def _summary(config: GatewayConfig) -> int:
+    from photosafe.protocol.ack import signing_key_id
+
+    material = config.material()
+    broker = config.broker
+    print("config OK")
+    print(f"  broker    {broker.host}:{broker.port} as {broker.client_id}")
+    print(f"  group     {broker.share_group} (session kept {broker.session_expiry_s}s)")
+    print(f"  recipient key ids {', '.join(sorted(material.recipient_keys))}")
+    print(f"  signing key id    {signing_key_id(material.signing_key.public_key())}")
+    print(f"  device CA {config.trust.device_ca}; CRL {config.trust.crl or 'none'}")
+    print(f"  records   {config.sink.kind} {config.sink.path}")
+    return 0
+
+
+def _run(config: GatewayConfig) -> int:
+    from photosafe.gateway.service import Gateway
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+    Gateway(config).run_forever()
     return 0
 
 

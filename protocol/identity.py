@@ -25,7 +25,6 @@ import datetime
 import re
 import unicodedata
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Literal, TypeAlias
 
 from biip import BiipException
@@ -34,6 +33,7 @@ from biip.gs1_messages import GS1Message
 
 from photosafe.protocol.cards import Card, CardError, is_card_text, parse_card
 from photosafe.protocol.errors import ConfigRejected
+from photosafe.protocol.manifest import PatientScheme
 
 GS = "\x1d"
 MAX_SCAN_LENGTH = 512
@@ -101,11 +101,6 @@ def _compile(pattern: str, what: str) -> re.Pattern[str]:
 
 
 # --- What a scan can be ----------------------------------------------------------------------
-
-
-class PatientScheme(StrEnum):
-    NHS = "nhs"
-    MRN = "mrn"
 
 
 @dataclass(frozen=True, repr=False)
