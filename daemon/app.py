@@ -22,7 +22,10 @@ from photosafe.daemon.quality import QualityGate
 from photosafe.daemon.station import EventQueue, StationLoop
 from photosafe.daemon.workflow import Timeouts, Workflow
 from photosafe.drivers import backends
-from photosafe.drivers.camera import Still
+from photosafe.drivers.button import Button
+from photosafe.drivers.camera import Camera, Still
+from photosafe.drivers.indicator import Indicator
+from photosafe.drivers.scanner import Scanner
 from photosafe.protocol import envelope
 from photosafe.protocol.consent import StationProfile
 from photosafe.protocol.identity import IdentityRules
@@ -80,23 +83,66 @@ def station_ref(config: StationConfig) -> StationRef:
     )
 
 
-def run_station(config: StationConfig, *, scans_from: TextIO | None = None) -> int:
-    """Run until SIGTERM/SIGINT (or the end of `scans_from`, for scripted runs); exit code."""
+@dataclass
+class Station:
+    """A station assembled from its config, not yet started."""
+
+    config: StationConfig
+    events: EventQueue
+    camera: Camera
+    scanner: Scanner
+    indicator: Indicator
+    button: Button
+    link: MqttLink
+    delivery: Delivery
+    workflow: Workflow
+    loop: StationLoop
+
+    def start(self) -> None:
+        self.camera.start()
+        self.link.start()
+        self.scanner.start(self.events.scan)
+        self.button.start(self.events.press)
+        log.info("station.started", extra={"device": self.config.device_id})
+
+    def run(self) -> dict[str, int]:
+        """Run the event loop until stop() and the grace period; then release everything."""
+        try:
+            return self.loop.run()
+        finally:
+            self.scanner.stop()
+            self.button.stop()
+            self.link.stop()
+            self.camera.close()
+            self.indicator.close()
+
+    def stop(self) -> None:
+        self.events.stop()
+
+
+def build_station(
+    config: StationConfig,
+    *,
+    camera: Camera | None = None,
+    scanner: Scanner | None = None,
+    indicator: Indicator | None = None,
+    button: Button | None = None,
+) -> Station:
+    """Assemble a station; drivers come from the config unless given (tests pass their own)."""
     keys = load_keys(config)
     events = EventQueue()
     d = config.drivers
     canary = bytes.fromhex(d.canary_hex) if d.canary_hex else None
-    camera = backends.camera_backend(
+    camera = camera or backends.camera_backend(
         d.camera,
         width=d.camera_width,
         height=d.camera_height,
         quality=d.jpeg_quality,
         canary=canary,
     )
-    scanner = backends.scanner_backend(d.scanner)
-    indicator = backends.indicator_backend(d.indicator)
-    button = backends.button_backend(d.button)
-
+    scanner = scanner or backends.scanner_backend(d.scanner)
+    indicator = indicator or backends.indicator_backend(d.indicator)
+    button = button or backends.button_backend(d.button)
     link = MqttLink(
         LinkSettings(
             device_id=config.device_id,
@@ -139,30 +185,27 @@ def run_station(config: StationConfig, *, scans_from: TextIO | None = None) -> i
         grace_s=config.shutdown.grace_s,
         status=lambda status: link.publish_status({"device": config.device_id, **status}),
     )
+    return Station(
+        config, events, camera, scanner, indicator, button, link, delivery, workflow, loop
+    )
+
+
+def run_station(config: StationConfig, *, scans_from: TextIO | None = None) -> int:
+    """Run until SIGTERM/SIGINT; `scans_from` feeds the simulated scanner (scripted runs)."""
+    station = build_station(config)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        events.stop()
+        station.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    camera.start()
-    link.start()
-    scanner.start(events.scan)
-    button.start(events.press)
+    station.start()
     if scans_from is not None:
-        feed = getattr(scanner, "feed_lines", None)
+        feed = getattr(station.scanner, "feed_lines", None)
         if feed is None:
             raise RuntimeError("scripted scans need the simulated scanner")
         feed(scans_from)
-    log.info("station.started", extra={"device": config.device_id})
-    try:
-        counts = loop.run()
-    finally:
-        scanner.stop()
-        button.stop()
-        link.stop()
-        camera.close()
-        indicator.close()
+    counts = station.run()
     print(
         "station stopped: "
         + ", ".join(f"{name} {count}" for name, count in sorted(counts.items())),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -58,7 +59,7 @@ def load_keys(config: StationConfig) -> StationKeys:
         problems, "broker.cert_file", lambda: x509.load_pem_x509_certificate(cert_pem)
     )
     recipient = _load(problems, "gateway.recipient_public_key", lambda: _x25519(recipient_pem))
-    signing = [_load(problems, where, lambda pem=pem: _ed25519(pem)) for where, pem in signing_pems]
+    signing = [_load(problems, where, partial(_ed25519, pem)) for where, pem in signing_pems]
     if device_key is not None and device_cert is not None:
         if device_cert.public_key() != device_key.public_key():
             problems.append("broker.cert_file: the certificate is not for this station's key")

@@ -150,7 +150,7 @@ class StationLoop:
     def handle(self, event: Event) -> None:
         match event:
             case ScanEvent(scan):
-                self.workflow.scan(classify(scan.text, self.rules))
+                self.workflow.scan(classify(scan.wire_text, self.rules))
             case ButtonEvent():
                 self.workflow.press()
             case LinkUp():

@@ -43,7 +43,6 @@ from photosafe.protocol.manifest import (
     Laterality,
     Manifest,
     PatientRef,
-    PatientScheme,
     QualityFigures,
     StaffRef,
     StationRef,

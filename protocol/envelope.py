@@ -208,6 +208,9 @@ def open_sealed(
         manifest = Manifest.from_bytes(manifest_bytes)
     except (ValidationError, ValueError) as exc:
         raise ManifestInvalid(f"manifest is not valid: {_first_error(exc)}") from exc
+    if manifest.to_bytes() != manifest_bytes:
+        # Another JSON parser must not read a different record (duplicate keys, other forms).
+        raise ManifestInvalid("manifest is not in canonical form")
     if manifest.capture_id != header.capture or manifest.device_id != header.device:
         raise ManifestInvalid("manifest capture id or device differs from the header")
     if (
@@ -231,10 +234,11 @@ def _split(sealed: bytes) -> tuple[Header, bytes, bytes]:
         raise MalformedEnvelope("header length is out of range")
     header_bytes = sealed[start : start + length]
     try:
-        canonical.loads_canonical(header_bytes)  # one meaning, one byte form
         header = Header.model_validate_json(header_bytes)
     except (ValueError, RecursionError) as exc:  # ValidationError is a ValueError
         raise MalformedEnvelope(f"header is not valid: {_first_error(exc)}") from exc
+    if header.to_bytes() != header_bytes:  # one meaning, one byte form
+        raise MalformedEnvelope("header is not in canonical form")
     return header, header_bytes, sealed[start + length :]
 
 
@@ -282,6 +286,12 @@ def _verified_certificate(
         cert.serial_number
     ):
         raise CertificateRevoked(f"device certificate serial {cert.serial_number:x} is revoked")
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    if usage is None or x509.ExtendedKeyUsageOID.CLIENT_AUTH not in usage:
+        raise UntrustedCertificate("device certificate lacks the client-authentication usage")
     if _identities(cert) != {device_id}:
         raise DeviceMismatch("device certificate identity differs from the header's device")
     return cert

@@ -6,9 +6,16 @@ files for its own loopback broker, so the station and gateway run exactly as in 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from photosafe.provisioning.sandbox import Site
+
+
+def _string(value: object) -> str:
+    """A TOML basic string (JSON's escapes are a subset TOML accepts)."""
+    return json.dumps(str(value))
+
 
 # GS1's example prefix range (950): not a real NHS prefix, so sandbox wristbands are never real.
 SANDBOX_NHS_PREFIX = "9506000"
@@ -31,12 +38,12 @@ def station_config_toml(
     implied_list = ", ".join(f'"{c}"' for c in implied)
     canary = f'canary_hex = "{canary_hex}"\n' if canary_hex else ""
     return f"""# PhotoSafe station {device_id} (sandbox site {site.root.name})
-device_id = "{device_id}"
+device_id = {_string(device_id)}
 
 [station]
 site = "Sandbox General Hospital"
-location = "{location}"
-kind = "{kind}"
+location = {_string(location)}
+kind = {_string(kind)}
 implied_categories = [{implied_list}]
 
 [identity]
@@ -46,18 +53,18 @@ mrn_pattern = "MRN-(?P<mrn>[0-9]{{8}})"
 mrn_authority = "SANDBOX"
 
 [broker]
-host = "{site.host}"
+host = {_string(site.host)}
 port = {site.port}
-ca_file = "{site.ca_cert}"
-cert_file = "{device.cert}"
-key_file = "{device.key}"
+ca_file = {_string(site.ca_cert)}
+cert_file = {_string(device.cert)}
+key_file = {_string(device.key)}
 max_message_bytes = {site.max_packet_size}
 reconnect_min_s = 0.2
 reconnect_max_s = 5
 
 [gateway]
-recipient_public_key = "{site.recipient_pub}"
-signing_public_keys = ["{site.signing_pub}"]
+recipient_public_key = {_string(site.recipient_pub)}
+signing_public_keys = [{_string(site.signing_pub)}]
 suite = "chacha20"
 
 [outbox]
@@ -83,4 +90,46 @@ def write_station_config(
 ) -> Path:
     path = path or site.root / "devices" / device_id / "station.toml"
     path.write_text(station_config_toml(site, device_id, **options))  # type: ignore[arg-type]
+    return path
+
+
+def gateway_config_toml(
+    site: Site,
+    records_dir: Path,
+    *,
+    client_id: str = "photosafe-gateway-1",
+    share_group: str = "photosafe-gateways",
+) -> str:
+    """A complete `photosafe-gateway` config for `site`, filing into `records_dir`."""
+    return f"""\
+[broker]
+host = {_string(site.host)}
+port = {site.port}
+ca_file = {_string(site.ca_cert)}
+cert_file = {_string(site.gateway_cert)}
+key_file = {_string(site.gateway_key)}
+client_id = {_string(client_id)}
+share_group = {_string(share_group)}
+keepalive = 30
+session_expiry_s = 3600
+
+[keys]
+recipient_keys = [{_string(site.recipient_key)}]
+signing_key = {_string(site.signing_key)}
+
+[trust]
+device_ca = {_string(site.ca_cert)}
+crl = {_string(site.crl)}
+
+[sink]
+kind = "folder"
+path = {_string(records_dir)}
+"""
+
+
+def write_gateway_config(site: Site, records_dir: Path, path: Path | None = None) -> Path:
+    """Write the gateway config (and create the records folder it files into)."""
+    records_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = path or site.root / "gateway" / "gateway.toml"
+    path.write_text(gateway_config_toml(site, records_dir))
     return path

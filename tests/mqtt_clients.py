@@ -24,6 +24,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from photosafe.protocol.envelope import CONTENT_TYPE
 from photosafe.provisioning.sandbox import Site
 
 WAIT = 5.0  # longest a test waits for something that should happen
@@ -282,7 +283,7 @@ def subscribe(
 
 def capture_properties(
     *,
-    content_type: str = "application/vnd.photosafe.sealed",
+    content_type: str = CONTENT_TYPE,
     response_topic: str,
     correlation: bytes,
     expiry: int = 300,

@@ -19,13 +19,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 from keys import manifest_for
 from mqtt_clients import ClientPool, capture_properties, publish, subscribe
-from site_configs import gateway_config_toml
 
 from photosafe.gateway.config import load_config
 from photosafe.gateway.service import Gateway, GatewayError
 from photosafe.protocol import ack, envelope, topics
 from photosafe.protocol.ack import AckStatus, Receipt
 from photosafe.provisioning.sandbox import Site
+from photosafe.provisioning.site_configs import gateway_config_toml
 
 pytestmark = pytest.mark.broker
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
-from site_configs import gateway_config_toml
 
 from photosafe.gateway import cli
 from photosafe.gateway.config import ConfigError, GatewayConfig, load_config
 from photosafe.protocol.envelope import key_id
 from photosafe.provisioning import pki
 from photosafe.provisioning.sandbox import Site
+from photosafe.provisioning.site_configs import gateway_config_toml
 
 
 @pytest.fixture(autouse=True)
