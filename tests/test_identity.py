@@ -23,13 +23,13 @@ from photosafe.protocol.identity import (
     Command,
     IdentityRules,
     Patient,
-    PatientScheme,
     Rejected,
     Scanned,
     Staff,
     classify,
     nhs_number_problem,
 )
+from photosafe.protocol.manifest import PatientScheme
 
 PREFIX = "5060000"  # an illustrative 7-digit NHS GS1 company prefix
 RULES = IdentityRules(
