@@ -43,7 +43,7 @@ pytest: install
 	$(BIN)/pytest -q -p no:cacheprovider
 
 demo: install
-	$(BIN)/python -m photosafe.daemon.demo $(if $(DIR),--dir $(DIR),)
+	$(BIN)/python -m photosafe.provisioning.demo $(if $(DIR),--dir $(DIR),)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

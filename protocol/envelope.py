@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
@@ -290,7 +291,7 @@ def _verified_certificate(
         usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
         usage = None
-    if usage is None or x509.ExtendedKeyUsageOID.CLIENT_AUTH not in usage:
+    if usage is None or ExtendedKeyUsageOID.CLIENT_AUTH not in usage:
         raise UntrustedCertificate("device certificate lacks the client-authentication usage")
     if _identities(cert) != {device_id}:
         raise DeviceMismatch("device certificate identity differs from the header's device")
