@@ -6,6 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 from importlib.metadata import version
+from pathlib import Path
+
+from photosafe.provisioning.pki import PkiError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,7 +20,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version", action="version", version=f"photosafe-provision {version('photosafe')}"
     )
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="create a site in a box: device CA, broker, gateway and station keys and configs",
+    )
+    sandbox.add_argument("dir", type=Path, help="new (or empty) folder for the site")
+    sandbox.add_argument(
+        "--device", action="append", dest="devices", metavar="ID", help="station id (repeatable)"
+    )
+    sandbox.add_argument("--port", type=int, default=8883, help="broker port on 127.0.0.1")
     return parser
 
 
@@ -27,6 +39,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "sandbox":
+        return _sandbox(args.dir, args.devices or ["ward-demo-01"], args.port)
+    return 2
+
+
+def _sandbox(root: Path, devices: list[str], port: int) -> int:
+    from photosafe.provisioning.sandbox import SandboxError
+    from photosafe.provisioning.site_configs import create_sandbox
+
+    try:
+        site = create_sandbox(root, devices, port=port)
+    except (SandboxError, PkiError, ValueError) as exc:
+        print(f"photosafe-provision sandbox: {exc}", file=sys.stderr)
+        return 1
+    print(f"site in a box at {site.root}:")
+    print(f"  broker:   mosquitto -c {site.broker_conf}")
+    print(f"  gateway:  photosafe-gateway run --config {site.root / 'gateway' / 'gateway.toml'}")
+    for device in site.devices:
+        config = site.root / "devices" / device.device_id / "station.toml"
+        print(f"  station:  photosafe run --simulate --config {config}")
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from photosafe.provisioning.sandbox import Site
+from photosafe.provisioning.sandbox import Site, build_site
 
 
 def _string(value: object) -> str:
@@ -133,3 +133,12 @@ def write_gateway_config(site: Site, records_dir: Path, path: Path | None = None
     path = path or site.root / "gateway" / "gateway.toml"
     path.write_text(gateway_config_toml(site, records_dir))
     return path
+
+
+def create_sandbox(root: Path, device_ids: list[str], *, port: int) -> Site:
+    """`photosafe-provision sandbox`: a site with the config files of every program in it."""
+    site = build_site(root, device_ids, port=port)
+    for device_id in device_ids:
+        write_station_config(site, device_id)
+    write_gateway_config(site, root / "records")
+    return site

@@ -81,3 +81,15 @@ def test_implied_consent_on_a_ward_station_is_refused(site: Site, tmp_path: Path
     path = write_station_config(site, "ward-a-01", implied=("x-ray",))
     with pytest.raises(ConfigError, match="ward station may not use implied consent"):
         load_config(path)
+
+
+def test_provision_sandbox_writes_configs_that_check(tmp_path: Path) -> None:
+    from photosafe.gateway.cli import main as gateway_main
+    from photosafe.provisioning.cli import main as provision_main
+
+    root = tmp_path / "site"
+    assert provision_main(["sandbox", str(root), "--device", "ward-b-01", "--port", "18883"]) == 0
+    assert main(["check-config", "--config", str(root / "devices/ward-b-01/station.toml")]) == 0
+    assert gateway_main(["check-config", "--config", str(root / "gateway/gateway.toml")]) == 0
+    # A second run refuses to overwrite the site (and its CA) rather than replacing it.
+    assert provision_main(["sandbox", str(root), "--device", "ward-b-01"]) == 1

@@ -5,6 +5,7 @@ production code path. Each test is one "Must hold" of the delivery issue.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from biip.checksums import gs1_standard_check_digit
 from broker import Broker
+from mqtt_clients import close_client, connect_client, subscribe
 
 from photosafe.daemon.app import Station, build_station
 from photosafe.daemon.config import load_config as load_station_config
@@ -23,7 +25,7 @@ from photosafe.drivers.indicator_simulated import RecordingIndicator
 from photosafe.drivers.scanner_simulated import SimulatedScanner
 from photosafe.gateway.config import load_config as load_gateway_config
 from photosafe.gateway.service import Gateway
-from photosafe.protocol import cards
+from photosafe.protocol import cards, topics
 from photosafe.protocol.consent import Purpose
 from photosafe.provisioning.site_configs import (
     SANDBOX_NHS_PREFIX,
@@ -181,3 +183,24 @@ def test_stop_waits_for_acks_then_reports_what_was_not_stored(harness: Harness) 
     assert counts["abandoned"] == 1
     assert station.indicator.wait_for(Signal.NOT_STORED, 0)
     assert harness.filed() == []
+
+
+def test_status_is_retained_online_and_offline_with_no_patient_data(harness: Harness) -> None:
+    site = harness.broker.site
+    station = harness.start_station()
+    station.capture()
+    assert station.indicator.wait_for(Signal.SENDING, 10)
+    watcher, seen = connect_client(site, site.gateway_cert, site.gateway_key, "status-watch")
+    try:
+        subscribe(watcher, seen, topics.status(DEVICE))
+        online = json.loads(seen.get().payload)
+        assert online["online"] is True and online["device"] == DEVICE
+        station.stop()
+        statuses = [online]
+        while statuses[-1].get("online") is not False:
+            statuses.append(json.loads(seen.get().payload))  # fails after 5 s of silence
+        assert statuses[-1] == {"online": False}
+        assert statuses[-2]["step"] == "closed"
+        assert all("9434765919" not in json.dumps(status) for status in statuses)
+    finally:
+        close_client(watcher)
