@@ -7,8 +7,10 @@ refused with a specific signal and changes nothing.
 
 The patient context lives from the wristband scan for `patient_timeout_s` (never extended: a
 stale context is how the wrong patient's photo gets taken), and is cleared by a new wristband, a
-cancel or done card, or the timeout. A new wristband replaces the patient and clears everything
-recorded for the previous one, with its own signal.
+wristband that fails its checks, a cancel or done card, a different staff badge, or the timeout.
+A new wristband replaces the patient and clears everything recorded for the previous one, with its
+own signal. Whenever the patient is cleared, an image waiting on the display for approval is
+wiped and the display cleared with it.
 
 Audit without patient data on the device: each step logs an event name, the capture id, the
 operator id and the consent kind; the patient is in the sealed manifest only.
@@ -172,6 +174,9 @@ class Workflow:
         self.tick()
         if isinstance(scanned, Rejected):
             log.info("scan.refused", extra={"looked_like": scanned.looked_like})
+            if scanned.looked_like == "patient" and self.session.patient is not None:
+                self._refused_wristband_ends_context(scanned.reason)
+                return
             self._refuse(scanned.reason)
             return
         self._dispatch(_input_of(scanned), scanned)
@@ -183,6 +188,8 @@ class Workflow:
 
     def tick(self) -> None:
         """Expire the patient context, the operator and an unanswered approval on time."""
+        if self.step is Step.CLOSED:
+            return  # rule: a closed station stays closed (no timeout reopens it)
         now = self.clock()
         s = self.session
         if s.pending is not None and now - s.pending_since >= self.timeouts.approval_s:
@@ -191,19 +198,20 @@ class Workflow:
             self._signal(Signal.RETAKE, "image discarded: no approval in time")
         if s.patient is not None and now - s.patient_scanned >= self.timeouts.patient_s:
             self._log("patient.expired")
-            s.clear_patient()
+            self._forget_patient()
             self._enter(Step.NEED_PATIENT if s.operator else Step.NEED_OPERATOR)
             self._signal(Signal.CONTEXT_EXPIRED, "patient context expired: scan the wristband")
         if s.operator is not None and now - s.operator_seen >= self.timeouts.operator_s:
             self._log("operator.signed_out")
-            s.clear_patient()
+            self._forget_patient()
             s.operator = None
             self._enter(Step.NEED_OPERATOR)
             self._signal(Signal.NEED_OPERATOR, "signed out: scan your staff badge")
 
     def close(self) -> None:
-        """Stop taking captures (shutdown); an unapproved image is wiped."""
-        self.session.clear_patient()
+        """Shut down: no more captures; an unapproved image is wiped, the operator signed out."""
+        self._forget_patient()
+        self.session.operator = None
         self._enter(Step.CLOSED)
 
     # -- the table ---------------------------------------------------------------------------
@@ -222,8 +230,14 @@ class Workflow:
     def _operator(self, scanned: Scanned | None) -> None:
         assert isinstance(scanned, Staff)
         s = self.session
-        if s.operator != scanned:
-            s.clear_patient()  # someone else at the station: start afresh
+        if s.operator == scanned:
+            # Rule: the operator's own badge again is "still here": it changes nothing (it must
+            # not leave a patient, consent or an image on the display behind a new step).
+            s.operator_seen = self.clock()
+            self._log("operator.still_here")
+            self._signal(*_PROMPT[self.step])
+            return
+        self._forget_patient()  # someone else at the station: start afresh
         s.operator, s.operator_seen = scanned, self.clock()
         self._log("operator.signed_in")
         self._enter(Step.NEED_PATIENT)
@@ -233,9 +247,7 @@ class Workflow:
         assert isinstance(scanned, Patient)
         s = self.session
         replaced = s.patient is not None and s.patient != scanned
-        s.clear_patient()
-        if self.display is not None:
-            self.display.clear()
+        self._forget_patient()
         s.patient, s.patient_scanned = scanned, self.clock()
         self._log("patient.replaced" if replaced else "patient.selected")
         if replaced:
@@ -334,13 +346,13 @@ class Workflow:
 
     def _cancel(self, scanned: Scanned | None) -> None:
         self._log("patient.cancelled")
-        self.session.clear_patient()
+        self._forget_patient()
         self._leave_to_patient_or_operator()
         self._signal(Signal.NEED_PATIENT, "cancelled: scan the next wristband")
 
     def _done(self, scanned: Scanned | None) -> None:
         self._log("patient.done")
-        self.session.clear_patient()
+        self._forget_patient()
         self._leave_to_patient_or_operator()
         self._signal(Signal.NEED_PATIENT, "done: scan the next wristband")
 
@@ -367,8 +379,7 @@ class Workflow:
     def _accept_consent(self, consent: AnyConsent) -> None:
         reason = refusal_reason(consent, self.station.profile)
         if reason:
-            self._refuse(reason)
-            self._enter(Step.NEED_CONSENT)
+            self._refuse(reason)  # rule: a refused scan changes nothing, the step included
             return
         self.session.consent = consent
         self._log("consent.recorded")
@@ -377,12 +388,12 @@ class Workflow:
 
     def _ask_for_consent(self) -> None:
         profile = self.station.profile
+        self._enter(Step.NEED_CONSENT)
         if len(profile.implied_categories) == 1:
             # A single-purpose theatre stack: its profile supplies the implied consent.
             (category,) = profile.implied_categories
             self._accept_consent(ImpliedConsent(category=category))
             return
-        self._enter(Step.NEED_CONSENT)
         self._signal(Signal.NEED_CONSENT, "scan the consent card")
 
     def _send(self, still: Still, figures: QualityFigures | None, *, approved: bool) -> None:
@@ -424,6 +435,23 @@ class Workflow:
 
     # -- helpers -----------------------------------------------------------------------------
 
+    def _forget_patient(self) -> None:
+        """Clears the patient and all recorded for them; an image shown for approval goes too."""
+        self.session.clear_patient()
+        if self.display is not None:
+            self.display.clear()
+
+    def _refused_wristband_ends_context(self, reason: str) -> None:
+        """Rule: a wristband that fails its checks ends the current patient's context.
+
+        Whoever is in front of the camera may no longer be the selected patient (a misprinted
+        or another trust's band), so the old context must not be photographed into.
+        """
+        self._log("patient.cleared_by_bad_wristband")
+        self._forget_patient()
+        self._leave_to_patient_or_operator()
+        self._refuse(f"{reason}; the previous patient was cleared: scan a valid wristband")
+
     def _leave_approval(self) -> None:
         self.session.drop_pending()
         if self.display is not None:
@@ -432,8 +460,6 @@ class Workflow:
             self._enter(Step.READY)
 
     def _leave_to_patient_or_operator(self) -> None:
-        if self.display is not None:
-            self.display.clear()
         self._enter(Step.NEED_PATIENT if self.session.operator else Step.NEED_OPERATOR)
 
     def _enter(self, step: Step) -> None:
@@ -469,6 +495,19 @@ def _expected(step: Step) -> str:
         Step.NEED_APPROVAL: "show the patient the image, then scan approve or discard",
         Step.CLOSED: "the station is shutting down",
     }[step]
+
+
+# What the station asks for at each step, shown again when the operator's badge is re-scanned.
+_PROMPT: dict[Step, tuple[Signal, str]] = {
+    Step.NEED_OPERATOR: (Signal.NEED_OPERATOR, "scan your staff badge"),
+    Step.NEED_PATIENT: (Signal.NEED_PATIENT, "scan the patient's wristband"),
+    Step.NEED_CONSENT: (Signal.NEED_CONSENT, "scan the consent card"),
+    Step.NEED_DECIDER: (Signal.NEED_CONSENT, "scan the badge of the clinician who decided"),
+    Step.NEED_CHAPERONE: (Signal.NEED_CHAPERONE, "scan the chaperone's badge"),
+    Step.READY: (Signal.READY_TO_CAPTURE, "ready: press capture"),
+    Step.NEED_APPROVAL: (Signal.NEED_APPROVAL, "show the patient: approve or discard"),
+    Step.CLOSED: (Signal.REFUSED, "the station is shutting down"),
+}
 
 
 def _input_of(scanned: Scanned) -> Input:
