@@ -7,8 +7,12 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from photosafe.provisioning.pki import PkiError
+
+if TYPE_CHECKING:
+    from photosafe.provisioning.cards_sheet import BodySite
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", action="append", dest="devices", metavar="ID", help="station id (repeatable)"
     )
     sandbox.add_argument("--port", type=int, default=8883, help="broker port on 127.0.0.1")
+    sheet = commands.add_parser(
+        "cards",
+        help="print every command card (consent, implied, actions, body sites) as an A4 PDF",
+    )
+    sheet.add_argument("--out", type=Path, required=True, help="the PDF file to write")
+    sheet.add_argument(
+        "--body-site",
+        action="append",
+        default=[],
+        type=_body_site,
+        dest="body_sites",
+        metavar="CODE:TERM[:sides]",
+        help="add a body-site card: a SNOMED CT concept id and its term; ':sides' prints a "
+        "left and a right card (repeatable; added to the built-in starter list)",
+    )
     return parser
 
 
@@ -41,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "sandbox":
         return _sandbox(args.dir, args.devices or ["ward-demo-01"], args.port)
+    if args.command == "cards":
+        return _cards(args.out, args.body_sites)
     return 2
 
 
@@ -59,6 +80,28 @@ def _sandbox(root: Path, devices: list[str], port: int) -> int:
     for device in site.devices:
         config = site.root / "devices" / device.device_id / "station.toml"
         print(f"  station:  photosafe run --simulate --config {config}")
+    return 0
+
+
+def _body_site(text: str) -> BodySite:
+    from photosafe.provisioning.cards_sheet import parse_body_site
+
+    try:
+        return parse_body_site(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _cards(out: Path, extra: list[BodySite]) -> int:
+    from photosafe.provisioning.cards_sheet import DEFAULT_BODY_SITES, write_pdf
+
+    try:
+        pages = write_pdf(out, [*DEFAULT_BODY_SITES, *extra])
+    except OSError as exc:
+        print(f"photosafe-provision cards: {exc}", file=sys.stderr)
+        return 1
+    count = sum(len(page.cells) for page in pages)
+    print(f"{out}: {count} cards on {len(pages)} A4 pages; print at 100% (no scaling)")
     return 0
 
 
