@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := mosquitto mosquitto-clients libsystemd-dev pkg-config gcc python3-dev zint strace poppler-utils
+APT_PACKAGES := mosquitto mosquitto-clients libsystemd-dev pkg-config gcc python3-dev linux-libc-dev \
+	zint strace poppler-utils orthanc orthanc-dicomweb dicom3tools
 STAMP := $(VENV)/.installed
 
 .PHONY: test lint typecheck pytest demo system-packages clean
@@ -23,13 +24,13 @@ system-packages:
 $(STAMP): pyproject.toml | system-packages
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,systemd]' --config-settings editable_mode=strict
+	$(BIN)/pip install -q -e '.[dev,systemd,dicom]' --config-settings editable_mode=strict
 	touch $(STAMP)
 
 # Reinstall when a module is added (strict editable mode links files, not folders).
 install: system-packages $(STAMP)
 	@new=$$(find protocol drivers daemon gateway provisioning -name '*.py' -newer $(STAMP) | head -1); \
-	if [ -n "$$new" ]; then $(BIN)/pip install -q -e '.[dev,systemd]' --config-settings editable_mode=strict && touch $(STAMP); fi
+	if [ -n "$$new" ]; then $(BIN)/pip install -q -e '.[dev,systemd,dicom]' --config-settings editable_mode=strict && touch $(STAMP); fi
 
 lint: install
 	$(BIN)/ruff check .
