@@ -34,6 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check = commands.add_parser("check-config", help="check the configuration and keys")
     check.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="station TOML file")
+    identify = commands.add_parser(
+        "identify",
+        help="decode and classify a scan (or a picture of a barcode) as this station would; "
+        "prints JSON; exit 0 recognised, 1 refused, 2 unusable input",
+    )
+    identify.add_argument(
+        "text", nargs="?", help="what the scanner sent (\\x1d or <GS> for the GS1 separator)"
+    )
+    identify.add_argument("--image", type=Path, help="a picture of a wristband, badge or card")
+    identify.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="station TOML file whose [identity] rules apply (default: documented test rules)",
+    )
     return parser
 
 
@@ -47,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args.config)
     if args.command == "run":
         return _run(args.config, simulate=args.simulate)
+    if args.command == "identify":
+        from photosafe.daemon.identify import run as identify
+
+        return identify(args.text, args.image, args.config)
     return 2
 
 
