@@ -17,7 +17,7 @@ from photosafe.daemon.config import StationConfig
 from photosafe.daemon.credentials import StationKeys, load_keys
 from photosafe.daemon.delivery import Delivery
 from photosafe.daemon.link import LinkSettings, MqttLink
-from photosafe.daemon.outbox import Outbox, OutboxLimits
+from photosafe.daemon.outbox import Outbox, OutboxFull, OutboxLimits
 from photosafe.daemon.quality import QualityGate
 from photosafe.daemon.station import EventQueue, StationLoop
 from photosafe.daemon.workflow import Timeouts, Workflow
@@ -49,7 +49,7 @@ class SealingSender:
     def send(self, manifest: Manifest, still: Still) -> None:
         reason = self.delivery.outbox.room_for(len(still.jpeg))
         if reason:  # refuse before sealing: the clinician hears it at once
-            raise RuntimeError(reason)
+            raise OutboxFull(reason)
         sealed = envelope.seal(
             manifest,
             still.jpeg.view(),

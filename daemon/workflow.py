@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from photosafe.daemon.outbox import OutboxFull
 from photosafe.drivers.camera import Camera, CameraError, Still
 from photosafe.drivers.indicator import Indicator, Signal
 from photosafe.protocol import cards
@@ -423,9 +424,10 @@ class Workflow:
                 ),
             )
             self.sender.send(manifest, still)
-        except Exception as exc:  # OutboxFull, too large: the clinician must know it was not kept
+        except Exception as exc:  # the clinician must know it was not kept, whatever the cause
             self._log("capture.not_queued", capture_id)
-            self._signal(Signal.OUTBOX_FULL, f"not stored: {exc}")
+            signal = Signal.OUTBOX_FULL if isinstance(exc, OutboxFull) else Signal.NOT_STORED
+            self._signal(signal, f"not stored: {exc}")
             return
         finally:
             still.jpeg.wipe()
