@@ -9,7 +9,7 @@ APT_PACKAGES := mosquitto mosquitto-clients libsystemd-dev pkg-config gcc python
 	zint strace poppler-utils orthanc orthanc-dicomweb dicom3tools
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest demo system-packages clean
+.PHONY: test lint typecheck pytest demo bench system-packages clean
 
 test: lint typecheck pytest
 
@@ -45,6 +45,10 @@ pytest: install
 
 demo: install
 	$(BIN)/python -m photosafe.provisioning.demo $(if $(DIR),--dir $(DIR),)
+
+# Benchmarks report ratios to a floor measured in the same run; they never gate CI.
+bench: install
+	$(BIN)/python tests/bench/run.py $(if $(OUT),--out $(OUT),)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
