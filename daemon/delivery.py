@@ -19,7 +19,7 @@ from typing import Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from photosafe.daemon.link import MessageTooLarge, NotConnected
-from photosafe.daemon.outbox import Entry, EntryState, Outbox
+from photosafe.daemon.outbox import Entry, Outbox
 from photosafe.protocol import ack
 from photosafe.protocol.errors import AckError
 
@@ -149,9 +149,6 @@ class Delivery:
 
     def pending(self) -> int:
         return len(self.outbox)
-
-    def in_flight(self) -> int:
-        return sum(1 for e in self.outbox if e.state is not EntryState.SEALED)
 
     def abandon(self) -> list[Notice]:
         """Shutdown: drop whatever is still waiting; each is reported not stored."""

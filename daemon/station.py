@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from photosafe.daemon.delivery import Delivery, Notice, NotStored, Stored
 from photosafe.daemon.link import LinkListener
-from photosafe.daemon.workflow import Step, Workflow
+from photosafe.daemon.workflow import Workflow
 from photosafe.drivers.indicator import Indicator, Signal
 from photosafe.drivers.scanner import Scan
 from photosafe.protocol.identity import IdentityRules, classify
@@ -183,8 +183,6 @@ class StationLoop:
         self._publish_status(
             {
                 "outbox": self.delivery.pending(),
-                "step": self.workflow.step.value
-                if self.workflow.step is not Step.CLOSED
-                else "closed",
+                "step": self.workflow.step.value,
             }
         )
