@@ -2,6 +2,7 @@
 
 photosafe-gateway run [--config PATH]            serve until SIGTERM / SIGINT
 photosafe-gateway check-config [--config PATH]   list every problem (exit 1) or a summary
+photosafe-gateway fleet [--config PATH] [--wait S]  the stations' retained statuses as a table
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (
         ("run", "serve: file captures and answer them until SIGTERM or SIGINT"),
         ("check-config", "check the configuration and every file it names, then exit"),
+        ("fleet", "print every station's retained status (online, certificate, warnings)"),
     ):
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument(
@@ -43,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"TOML configuration (default {DEFAULT_CONFIG}); environment variables "
             "PHOTOSAFE_GATEWAY_<SECTION>__<FIELD> override it",
         )
+        if name == "fleet":
+            command.add_argument(
+                "--wait",
+                type=float,
+                default=2.0,
+                metavar="S",
+                help="seconds to collect retained statuses after subscribing (default 2)",
+            )
     return parser
 
 
@@ -65,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.command == "check-config":
         return _summary(config)
+    if args.command == "fleet":
+        return _fleet(config, args.wait)
     return _run(config)
 
 
@@ -79,8 +91,18 @@ def _summary(config: GatewayConfig) -> int:
     print(f"  recipient key ids {', '.join(sorted(material.recipient_keys))}")
     print(f"  signing key id    {signing_key_id(material.signing_key.public_key())}")
     print(f"  device CA {config.trust.device_ca}; CRL {config.trust.crl or 'none'}")
-    print(f"  records   {config.sink.kind} {config.sink.path}")
+    print(f"  records   {config.sink.summary()}")
     return 0
+
+
+def _fleet(config: GatewayConfig, wait: float) -> int:
+    from photosafe.gateway.fleet import FleetError, run
+
+    try:
+        return run(config.broker, wait, sys.stdout)
+    except FleetError as exc:
+        print(f"photosafe-gateway fleet: {exc}", file=sys.stderr)
+        return 1
 
 
 def _run(config: GatewayConfig) -> int:

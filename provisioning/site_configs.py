@@ -1,12 +1,15 @@
 """Config files for the stations and the gateway of a sandbox site (the demo and the tests).
 
-A real estate writes these from its inventory (`fleet bundle`, later); the sandbox needs the same
-files for its own loopback broker, so the station and gateway run exactly as in production.
+A real estate writes station files from its inventory (`fleet bundle`, provisioning/fleet.py); the
+sandbox needs the same files for its own loopback broker, so the station and gateway run exactly
+as in production. Both go through `station_toml`, the one writer of the station schema.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from photosafe.provisioning.sandbox import Site, build_site
@@ -19,6 +22,64 @@ def _string(value: object) -> str:
 
 # GS1's example prefix range (950): not a real NHS prefix, so sandbox wristbands are never real.
 SANDBOX_NHS_PREFIX = "9506000"
+
+TomlValue = str | int | float | bool | Path | Sequence[str | Path]
+Section = Mapping[str, TomlValue | None]
+_EMPTY: Section = {}
+
+
+def _value(value: TomlValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} cannot be written to a station config")
+        return repr(value)
+    if isinstance(value, str | Path):
+        return _string(value)
+    return "[" + ", ".join(_string(item) for item in value) + "]"
+
+
+def station_toml(
+    *,
+    comment: str,
+    device_id: str,
+    station: Section,
+    identity: Section,
+    broker: Section,
+    gateway: Section,
+    fleet: Section = _EMPTY,
+    outbox: Section = _EMPTY,
+    session: Section = _EMPTY,
+    drivers: Section = _EMPTY,
+    shutdown: Section = _EMPTY,
+    hardening: Section = _EMPTY,
+) -> str:
+    """The one writer of station.toml (photosafe.daemon.config's schema), for the sandbox and
+    for `fleet bundle`. Sections come in the schema's order; None values and empty optional
+    sections are left out, so the station's defaults apply. `fleet` is reserved for the pinned
+    fleet key(s), once photosafe.daemon.config has that section (nobody passes it yet)."""
+    lines = [f"# {line}".rstrip() for line in comment.splitlines()]
+    lines.append(f"device_id = {_string(device_id)}")
+    sections = {
+        "station": station,
+        "identity": identity,
+        "broker": broker,
+        "gateway": gateway,
+        "fleet": fleet,
+        "outbox": outbox,
+        "session": session,
+        "drivers": drivers,
+        "shutdown": shutdown,
+        "hardening": hardening,
+    }
+    for name, values in sections.items():
+        present = {k: v for k, v in values.items() if v is not None}
+        if not present and name not in ("station", "identity", "broker", "gateway"):
+            continue
+        lines += ["", f"[{name}]"]
+        lines += [f"{key} = {_value(value)}" for key, value in present.items()]
+    return "\n".join(lines) + "\n"
 
 
 def station_config_toml(
@@ -35,54 +96,47 @@ def station_config_toml(
     grace_s: float = 10,
 ) -> str:
     device = site.device(device_id)
-    implied_list = ", ".join(f'"{c}"' for c in implied)
-    canary = f'canary_hex = "{canary_hex}"\n' if canary_hex else ""
-    return f"""# PhotoSafe station {device_id} (sandbox site {site.root.name})
-device_id = {_string(device_id)}
-
-[station]
-site = "Sandbox General Hospital"
-location = {_string(location)}
-kind = {_string(kind)}
-implied_categories = [{implied_list}]
-
-[identity]
-nhs_gs1_company_prefix = "{SANDBOX_NHS_PREFIX}"
-staff_pattern = "STAFF-(?P<id>[0-9]{{6,8}})"
-mrn_pattern = "MRN-(?P<mrn>[0-9]{{8}})"
-mrn_authority = "SANDBOX"
-
-[broker]
-host = {_string(site.host)}
-port = {site.port}
-ca_file = {_string(site.ca_cert)}
-cert_file = {_string(device.cert)}
-key_file = {_string(device.key)}
-max_message_bytes = {site.max_packet_size}
-reconnect_min_s = 0.2
-reconnect_max_s = 5
-
-[gateway]
-recipient_public_key = {_string(site.recipient_pub)}
-signing_public_keys = [{_string(site.signing_pub)}]
-suite = "chacha20"
-
-[outbox]
-ack_timeout_s = {ack_timeout_s}
-expiry_s = {expiry_s}
-
-[session]
-patient_timeout_s = {patient_timeout_s}
-
-[drivers]
-camera = "simulated"
-scanner = "simulated"
-indicator = "console"
-button = "simulated"
-{canary}
-[shutdown]
-grace_s = {grace_s}
-"""
+    return station_toml(
+        comment=f"PhotoSafe station {device_id} (sandbox site {site.root.name})",
+        device_id=device_id,
+        station={
+            "site": "Sandbox General Hospital",
+            "location": location,
+            "kind": kind,
+            "implied_categories": list(implied),
+        },
+        identity={
+            "nhs_gs1_company_prefix": SANDBOX_NHS_PREFIX,
+            "staff_pattern": "STAFF-(?P<id>[0-9]{6,8})",
+            "mrn_pattern": "MRN-(?P<mrn>[0-9]{8})",
+            "mrn_authority": "SANDBOX",
+        },
+        broker={
+            "host": site.host,
+            "port": site.port,
+            "ca_file": site.ca_cert,
+            "cert_file": device.cert,
+            "key_file": device.key,
+            "max_message_bytes": site.max_packet_size,
+            "reconnect_min_s": 0.2,
+            "reconnect_max_s": 5,
+        },
+        gateway={
+            "recipient_public_key": site.recipient_pub,
+            "signing_public_keys": [site.signing_pub],
+            "suite": "chacha20",
+        },
+        outbox={"ack_timeout_s": ack_timeout_s, "expiry_s": expiry_s},
+        session={"patient_timeout_s": patient_timeout_s},
+        drivers={
+            "camera": "simulated",
+            "scanner": "simulated",
+            "indicator": "console",
+            "button": "simulated",
+            "canary_hex": canary_hex,
+        },
+        shutdown={"grace_s": grace_s},
+    )
 
 
 def write_station_config(
