@@ -34,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check = commands.add_parser("check-config", help="check the configuration and keys")
     check.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="station TOML file")
+    doctor = commands.add_parser(
+        "doctor",
+        help="list the configured and detected camera, scanner, lights, button and display, "
+        "and what is missing; exit 1 when the station cannot work",
+    )
+    doctor.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="station TOML file")
     identify = commands.add_parser(
         "identify",
         help="decode and classify a scan (or a picture of a barcode) as this station would; "
@@ -62,6 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args.config)
     if args.command == "run":
         return _run(args.config, simulate=args.simulate)
+    if args.command == "doctor":
+        from photosafe.daemon.doctor import run as doctor
+
+        return doctor(args.config)
     if args.command == "identify":
         from photosafe.daemon.identify import run as identify
 
