@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from photosafe.daemon.metadata import ImageRejected, strip_metadata
 from photosafe.daemon.outbox import OutboxFull
 from photosafe.drivers.camera import Camera, CameraError, Still
 from photosafe.drivers.indicator import Indicator, Signal
@@ -307,11 +308,16 @@ class Workflow:
         self._signal(Signal.CAPTURING)
         try:
             still = self.camera.capture()
-        except CameraError as exc:
+            still = strip_metadata(still)  # no EXIF/GPS/XMP leaves; a rejected image is wiped
+        except (CameraError, ImageRejected) as exc:
             self._log("capture.camera_failed")
             self._signal(Signal.FAULT, f"camera failed: {exc}")
             return
-        verdict = self.quality.check(still)
+        try:
+            verdict = self.quality.check(still)
+        except BaseException:
+            still.jpeg.wipe()  # a failing check must not leave the image behind
+            raise
         if verdict.problem:
             still.jpeg.wipe()
             self._log("capture.quality_refused")
@@ -331,14 +337,14 @@ class Workflow:
         s = self.session
         assert s.pending is not None
         still, figures = s.pending, s.pending_figures
-        s.pending = None  # ownership passes to _send, which wipes it
-        self._leave_approval()
-        problem = self._capture_problem()
-        if problem:
-            still.jpeg.wipe()
-            self._refuse(problem)
-            return
-        self._send(still, figures, approved=True)
+        s.pending = None  # ownership passes here: wiped on every way out (and by _send)
+        with still.jpeg:
+            self._leave_approval()
+            problem = self._capture_problem()
+            if problem:
+                self._refuse(problem)
+                return
+            self._send(still, figures, approved=True)
 
     def _discard(self, scanned: Scanned | None) -> None:
         self._log("approval.discarded")

@@ -100,8 +100,12 @@ class QualityFigures(BaseModel):
 
     model_config = _MODEL
     focus: float = Field(ge=0, description="Variance of the Laplacian on a small grey image.")
-    shadows_clipped: float = Field(ge=0, le=1, description="Fraction of pixels at black.")
-    highlights_clipped: float = Field(ge=0, le=1, description="Fraction of pixels at white.")
+    shadows_clipped: float = Field(
+        ge=0, le=1, description="Fraction of pixels at or below grey 40 of 255."
+    )
+    highlights_clipped: float = Field(
+        ge=0, le=1, description="Fraction of pixels at or above grey 248 of 255."
+    )
 
 
 class CameraInfo(BaseModel):

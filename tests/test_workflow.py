@@ -849,7 +849,6 @@ def test_scenario(name: str, camera: SimulatedCamera) -> None:
 # the gate's threshold is 40: more than half of the simulated camera's seeds pass a blurred image.
 
 
-@pytest.mark.xfail(strict=True, reason="quality gate passes underexposed images (quality.py)")
 def test_dark_image_is_a_retake(camera: SimulatedCamera) -> None:
     station = Station(camera)
     for item, _, _ in READY:
@@ -862,7 +861,6 @@ def test_dark_image_is_a_retake(camera: SimulatedCamera) -> None:
         station.do(CameraFault(None))
 
 
-@pytest.mark.xfail(strict=True, reason="quality gate's focus threshold passes blur (quality.py)")
 def test_quality_gate_catches_every_blur() -> None:
     passed = []
     for seed in range(10):
