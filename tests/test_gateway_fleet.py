@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import pytest
@@ -107,7 +108,8 @@ def test_the_fleet_table_shows_every_station_and_what_needs_doing(
     table = {line.split()[0]: line for line in lines[1:-1]}
     assert list(table) == sorted(DEVICES)
     assert table["ward-a-01"].split()[1] == "online"
-    assert "(2m ago)" in table["ward-a-01"]
+    # NOW is taken at import: in a long suite run more minutes pass before this line.
+    assert re.search(r"\(\d+m ago\)", table["ward-a-01"])
     assert table["ward-a-01"].split()[-4:] == ["300", "0", "v3", "-"]
     troubled = table["ward-a-02"]
     for warning in (
