@@ -9,14 +9,16 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import TextIO
 
 from photosafe.daemon.config import StationConfig
 from photosafe.daemon.credentials import StationKeys, load_keys
 from photosafe.daemon.delivery import Delivery
+from photosafe.daemon.hardening import MIB, harden
 from photosafe.daemon.link import LinkSettings, MqttLink
+from photosafe.daemon.notify import Notifier
 from photosafe.daemon.outbox import Outbox, OutboxFull, OutboxLimits
 from photosafe.daemon.quality import QualityGate
 from photosafe.daemon.station import EventQueue, StationLoop
@@ -97,6 +99,7 @@ class Station:
     delivery: Delivery
     workflow: Workflow
     loop: StationLoop
+    notifier: Notifier = field(default_factory=lambda: Notifier(None))
 
     def start(self) -> None:
         self.camera.start()
@@ -104,12 +107,14 @@ class Station:
         self.scanner.start(self.events.scan)
         self.button.start(self.events.press)
         log.info("station.started", extra={"device": self.config.device_id})
+        self.notifier.starting()
 
     def run(self) -> dict[str, int]:
         """Run the event loop until stop() and the grace period; then release everything."""
         try:
             return self.loop.run()
         finally:
+            self.workflow.close()  # wipes an image left waiting for approval, also after an error
             self.scanner.stop()
             self.button.stop()
             self.link.stop()
@@ -127,8 +132,12 @@ def build_station(
     scanner: Scanner | None = None,
     indicator: Indicator | None = None,
     button: Button | None = None,
+    notifier: Notifier | None = None,
 ) -> Station:
-    """Assemble a station; drivers come from the config unless given (tests pass their own)."""
+    """Assemble a station; drivers come from the config unless given (tests pass their own).
+
+    `notifier` tells systemd how the station is; by default from $NOTIFY_SOCKET (or nothing).
+    """
     keys = load_keys(config)
     events = EventQueue()
     d = config.drivers
@@ -139,6 +148,7 @@ def build_station(
         height=d.camera_height,
         quality=d.jpeg_quality,
         canary=canary,
+        **({"blur_every": d.simulated_blur_every} if d.simulated_blur_every else {}),
     )
     scanner = scanner or backends.scanner_backend(d.scanner)
     indicator = indicator or backends.indicator_backend(d.indicator)
@@ -176,6 +186,12 @@ def build_station(
             patient_s=config.session.patient_timeout_s, operator_s=config.session.operator_timeout_s
         ),
     )
+    notifier = notifier or Notifier.from_environment()
+
+    def report(status: dict[str, object]) -> None:
+        link.publish_status({"device": config.device_id, **status})
+        notifier.update(status, connected=loop.connected)
+
     loop = StationLoop(
         events=events,
         workflow=workflow,
@@ -183,15 +199,20 @@ def build_station(
         indicator=indicator,
         rules=identity_rules(config),
         grace_s=config.shutdown.grace_s,
-        status=lambda status: link.publish_status({"device": config.device_id, **status}),
+        status=report,
+        heartbeat=notifier.heartbeat,
     )
     return Station(
-        config, events, camera, scanner, indicator, button, link, delivery, workflow, loop
+        config, events, camera, scanner, indicator, button, link, delivery, workflow, loop, notifier
     )
 
 
 def run_station(config: StationConfig, *, scans_from: TextIO | None = None) -> int:
     """Run until SIGTERM/SIGINT; `scans_from` feeds the simulated scanner (scripted runs)."""
+    hardened = harden(  # first: everything below runs under the never-on-disk audit hook
+        mlockall=config.hardening.mlockall,
+        memlock_min_bytes=config.hardening.memlock_min_mib * MIB,
+    )
     station = build_station(config)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -205,7 +226,8 @@ def run_station(config: StationConfig, *, scans_from: TextIO | None = None) -> i
         if feed is None:
             raise RuntimeError("scripted scans need the simulated scanner")
         feed(scans_from)
-    counts = station.run()
+    counts = {**station.run(), "write_refused": hardened.guard.total}
+    station.notifier.stopped(counts)
     print(
         "station stopped: "
         + ", ".join(f"{name} {count}" for name, count in sorted(counts.items())),

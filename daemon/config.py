@@ -134,12 +134,32 @@ class DriverSettings(BaseModel):
         pattern=r"^([0-9a-f]{2}){8,64}$",
         description="Simulated camera only: bytes put in every image, for never-on-disk tests.",
     )
+    simulated_blur_every: int | None = Field(
+        default=None,
+        ge=2,
+        description="Simulated camera only: every Nth still is out of focus (quality-gate tests).",
+    )
 
 
 class ShutdownSettings(BaseModel):
     model_config = _SECTION
     grace_s: float = Field(
         default=10, ge=0, le=120, description="On SIGTERM, wait this long for outstanding acks."
+    )
+
+
+class HardeningSettings(BaseModel):
+    model_config = _SECTION
+    mlockall: bool = Field(
+        default=True,
+        description="Lock the station's memory (mlockall) so no image page can reach swap; "
+        "skipped, with a warning, where the memory-lock limit is below memlock_min_mib.",
+    )
+    memlock_min_mib: int = Field(
+        default=1024,
+        ge=1,
+        description="Memory-lock limit (RLIMIT_MEMLOCK, MiB) below which mlockall is not tried; "
+        "the systemd unit sets LimitMEMLOCK=infinity.",
     )
 
 
@@ -163,6 +183,7 @@ class StationConfig(BaseSettings):
     session: SessionSettings = Field(default_factory=SessionSettings)
     drivers: DriverSettings = Field(default_factory=DriverSettings)
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
+    hardening: HardeningSettings = Field(default_factory=HardeningSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -115,6 +115,7 @@ class StationLoop:
         rules: IdentityRules,
         grace_s: float,
         status: Callable[[dict[str, object]], None] = lambda status: None,
+        heartbeat: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.events = events
@@ -124,6 +125,7 @@ class StationLoop:
         self.rules = rules
         self.grace_s = grace_s
         self._publish_status = status
+        self._heartbeat = heartbeat  # every turn of a healthy loop (systemd's watchdog)
         self._clock = clock
         self.connected = False
         self.stopping_since: float | None = None
@@ -137,6 +139,7 @@ class StationLoop:
                 self.handle(event)
             self.workflow.tick()
             self._show(self.delivery.pump())
+            self._heartbeat()
             if self.stopping_since is not None and (
                 self.delivery.pending() == 0 or self._clock() - self.stopping_since >= self.grace_s
             ):
@@ -159,6 +162,7 @@ class StationLoop:
             case LinkDown(reason):
                 self.connected = False
                 log.info("station.link_down", extra={"reason": reason})
+                self._status()
             case PublishResult(mid, refusal):
                 self.delivery.publish_result(mid, refusal)
             case AckEvent(payload):
@@ -168,6 +172,7 @@ class StationLoop:
                     self.stopping_since = self._clock()
                     self.workflow.close()
                     log.info("station.stopping", extra={"pending": self.delivery.pending()})
+                    self._status()
 
     def _show(self, notices: list[Notice]) -> None:
         for notice in notices:

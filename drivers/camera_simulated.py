@@ -8,7 +8,8 @@ a given seed always gives the same sequence of frames.
 The scene is what a clinical photographer frames: a patch of skin (mottled tones with a fine
 texture), a darker lesion-like blotch, a millimetre ruler along the bottom edge and reference
 colour squares in a corner. `show_barcode()` holds a wristband up to the lens until cleared, and
-`set_fault()` makes the next frames blurred, dark or blown out, for the quality gate.
+`set_fault()` makes the next frames blurred, dark or blown out, for the quality gate;
+`blur_every=n` makes every nth still out of focus (for a station run in another process).
 
 The canary: when given, its bytes are written verbatim into every still's JPEG as a COM
 (comment) segment, so they occur in the plaintext JPEG and in every copy of it, and nowhere else
@@ -79,6 +80,8 @@ class SimulatedCamera:
         canary: bytes | None = None,
         quality: int = 90,
         seed: int = 0,
+        *,
+        blur_every: int | None = None,
     ) -> None:
         if width < 64 or height < 64:
             raise ValueError("the simulated camera needs at least 64 x 64 pixels")
@@ -95,6 +98,7 @@ class SimulatedCamera:
         self._started = False
         self._closed = False
         self._fault: Fault | None = None
+        self._blur_every = blur_every
         self._barcode: Image.Image | None = None
         self._stills = 0
         self._previews = 0
@@ -115,8 +119,11 @@ class SimulatedCamera:
         with self._lock:
             self._check_running()
             self._stills += 1
-            frame = self._render(self._size, f"{self._seed}:still:{self._stills}")
-            self._details = _details(self._fault)
+            fault = self._fault
+            if self._blur_every and self._stills % self._blur_every == 0:
+                fault = "blur"
+            frame = self._render(self._size, f"{self._seed}:still:{self._stills}", fault)
+            self._details = _details(fault)
             # Pillow writes 64 KiB chunks into the BytesIO; from_bytesio copies it once and zeroes
             # it: one live copy. Freed chunks may linger in the heap (see drivers.secret).
             out = io.BytesIO()
@@ -128,7 +135,9 @@ class SimulatedCamera:
         with self._lock:
             self._check_running()
             self._previews += 1
-            frame = self._render(self._preview_size, f"{self._seed}:preview:{self._previews}")
+            frame = self._render(
+                self._preview_size, f"{self._seed}:preview:{self._previews}", self._fault
+            )
             grey = frame.convert("L")
             return GreyFrame(grey.width, grey.height, grey.tobytes())
 
@@ -168,11 +177,11 @@ class SimulatedCamera:
         if not self._started:
             raise CameraError("the camera is not started")
 
-    def _render(self, size: tuple[int, int], frame_seed: str) -> Image.Image:
+    def _render(self, size: tuple[int, int], frame_seed: str, fault: Fault | None) -> Image.Image:
         # Optics first (wristband in view, focus), then the sensor (grain), then exposure.
         scene = self._scenes[size]
         rng = _random(frame_seed)
-        blur = self._fault == "blur"
+        blur = fault == "blur"
         frame = scene.blurred if blur else scene.sharp
         if self._barcode is not None:
             frame = scene.sharp.copy()
@@ -183,7 +192,7 @@ class SimulatedCamera:
         # 4..251 and grain within ±3, so the fast modulo add never wraps.
         left, top = rng.randrange(grain.width - size[0]), rng.randrange(grain.height - size[1])
         frame = ImageChops.add_modulo(frame, grain.crop((left, top, left + size[0], top + size[1])))
-        gain = _EXPOSURES[self._fault][3]
+        gain = _EXPOSURES[fault][3]
         if gain != 1.0:
             frame = frame.point([min(255, round(v * gain)) for v in range(256)] * 3)
         return frame
