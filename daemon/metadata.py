@@ -72,10 +72,14 @@ def strip_metadata(still: Still) -> Still:
         return still
     try:
         stripped = bytearray(sum(end - start for start, end in ranges))
+        # Write through a memoryview: `bytearray[a:b] = view` would first copy the view into a
+        # temporary that is freed unwiped (the same trap seal() avoids).
+        target = memoryview(stripped)
         at = 0
         for start, end in ranges:
-            stripped[at : at + end - start] = view[start:end]
+            target[at : at + end - start] = view[start:end]
             at += end - start
+        target.release()
         return replace(still, jpeg=SecretBuffer(stripped))
     finally:
         still.jpeg.wipe()

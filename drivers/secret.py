@@ -64,8 +64,9 @@ class SecretBuffer:
     def wipe(self) -> None:
         """Zeroes the plaintext in place. Idempotent; views already handed out then read zeros."""
         if not self._wiped:
-            # Same-length slice assignment writes into the existing memory: no resize, no move.
-            self._data[:] = bytes(len(self._data))
+            # Through a memoryview: writes into the existing memory, with no resize, no move
+            # and no temporary copy of the plaintext.
+            memoryview(self._data)[:] = bytes(len(self._data))
             self._wiped = True
 
     def __len__(self) -> int:
