@@ -11,9 +11,9 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import TextIO
+from typing import Any, TextIO
 
-from photosafe.daemon.config import StationConfig
+from photosafe.daemon.config import DriverSettings, StationConfig
 from photosafe.daemon.credentials import StationKeys, load_keys
 from photosafe.daemon.delivery import Delivery
 from photosafe.daemon.hardening import MIB, harden
@@ -26,6 +26,7 @@ from photosafe.daemon.workflow import Timeouts, Workflow
 from photosafe.drivers import backends
 from photosafe.drivers.button import Button
 from photosafe.drivers.camera import Camera, Still
+from photosafe.drivers.display import Display
 from photosafe.drivers.indicator import Indicator
 from photosafe.drivers.scanner import Scanner
 from photosafe.protocol import envelope
@@ -100,6 +101,7 @@ class Station:
     workflow: Workflow
     loop: StationLoop
     notifier: Notifier = field(default_factory=lambda: Notifier(None))
+    display: Display | None = None
 
     def start(self) -> None:
         self.camera.start()
@@ -120,6 +122,8 @@ class Station:
             self.link.stop()
             self.camera.close()
             self.indicator.close()
+            if self.display is not None:
+                self.display.close()
 
     def stop(self) -> None:
         self.events.stop()
@@ -132,6 +136,7 @@ def build_station(
     scanner: Scanner | None = None,
     indicator: Indicator | None = None,
     button: Button | None = None,
+    display: Display | None = None,
     notifier: Notifier | None = None,
 ) -> Station:
     """Assemble a station; drivers come from the config unless given (tests pass their own).
@@ -140,19 +145,11 @@ def build_station(
     """
     keys = load_keys(config)
     events = EventQueue()
-    d = config.drivers
-    canary = bytes.fromhex(d.canary_hex) if d.canary_hex else None
-    camera = camera or backends.camera_backend(
-        d.camera,
-        width=d.camera_width,
-        height=d.camera_height,
-        quality=d.jpeg_quality,
-        canary=canary,
-        **({"blur_every": d.simulated_blur_every} if d.simulated_blur_every else {}),
-    )
-    scanner = scanner or backends.scanner_backend(d.scanner)
-    indicator = indicator or backends.indicator_backend(d.indicator)
-    button = button or backends.button_backend(d.button)
+    camera = camera or _camera(config.drivers)
+    scanner = scanner or _scanner(config.drivers, camera)
+    indicator = indicator or _indicator(config.drivers)
+    button = button or _button(config.drivers)
+    display = display or _display(config.drivers)
     link = MqttLink(
         LinkSettings(
             device_id=config.device_id,
@@ -182,6 +179,7 @@ def build_station(
         camera=camera,
         quality=QualityGate(),
         sender=SealingSender(keys, _SUITES[config.gateway.suite], delivery),
+        display=display,
         timeouts=Timeouts(
             patient_s=config.session.patient_timeout_s, operator_s=config.session.operator_timeout_s
         ),
@@ -203,7 +201,18 @@ def build_station(
         heartbeat=notifier.heartbeat,
     )
     return Station(
-        config, events, camera, scanner, indicator, button, link, delivery, workflow, loop, notifier
+        config,
+        events,
+        camera,
+        scanner,
+        indicator,
+        button,
+        link,
+        delivery,
+        workflow,
+        loop,
+        notifier,
+        display,
     )
 
 
@@ -234,3 +243,61 @@ def run_station(config: StationConfig, *, scans_from: TextIO | None = None) -> i
         file=sys.stderr,
     )
     return 0
+
+
+# Each backend gets the options of the backend actually chosen (see backends.chosen).
+
+
+def _camera(d: DriverSettings) -> Camera:
+    name = backends.chosen("PHOTOSAFE_CAMERA", d.camera)
+    options: dict[str, Any] = {
+        "width": d.camera_width,
+        "height": d.camera_height,
+        "quality": d.jpeg_quality,
+    }
+    if name == "simulated":
+        if d.canary_hex:
+            options["canary"] = bytes.fromhex(d.canary_hex)
+        if d.simulated_blur_every:
+            options["blur_every"] = d.simulated_blur_every
+    return backends.camera_backend(name, **options)
+
+
+def _scanner(d: DriverSettings, camera: Camera) -> Scanner:
+    name = backends.chosen("PHOTOSAFE_SCANNER", d.scanner)
+    options: dict[str, Any] = {}
+    if name == "evdev":
+        options = {
+            "name": d.scanner_device_name,
+            "vendor": d.scanner_vendor,
+            "product": d.scanner_product,
+            "keymap": d.keymap,
+        }
+    return backends.scanner_backend(name, camera=camera, **options)
+
+
+def _indicator(d: DriverSettings) -> Indicator:
+    name = backends.chosen("PHOTOSAFE_INDICATOR", d.indicator)
+    options: dict[str, Any] = {}
+    if name == "gpiozero":
+        options = {
+            "green": d.gpio_green,
+            "amber": d.gpio_amber,
+            "red": d.gpio_red,
+            "buzzer": d.gpio_buzzer,
+        }
+    return backends.indicator_backend(name, **options)
+
+
+def _button(d: DriverSettings) -> Button:
+    name = backends.chosen("PHOTOSAFE_BUTTON", d.button)
+    options: dict[str, Any] = {"pin": d.gpio_button} if name == "gpiozero" else {}
+    return backends.button_backend(name, **options)
+
+
+def _display(d: DriverSettings) -> Display | None:
+    name = backends.chosen("PHOTOSAFE_DISPLAY", d.display or "")
+    if not name:
+        return None
+    options: dict[str, Any] = {"device": d.display_device} if name == "framebuffer" else {}
+    return backends.display_backend(name, **options)

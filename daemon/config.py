@@ -134,6 +134,33 @@ class DriverSettings(BaseModel):
         pattern=r"^([0-9a-f]{2}){8,64}$",
         description="Simulated camera only: bytes put in every image, for never-on-disk tests.",
     )
+    display: str | None = Field(
+        default=None,
+        description="Display backend (framebuffer, simulated); none means the station refuses "
+        "intimate images, which need the patient's approval on a screen.",
+    )
+    display_device: str = Field(default="/dev/fb0", description="Framebuffer device node.")
+    scanner_device_name: str | None = Field(
+        default=None, description="evdev scanner: the input device's name, as `evtest` lists it."
+    )
+    scanner_vendor: str | None = Field(
+        default=None, pattern=r"^[0-9a-fA-F]{4}$", description="evdev scanner: USB vendor id."
+    )
+    scanner_product: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-fA-F]{4}$",
+        description="evdev scanner: USB product id.",
+    )
+    keymap: Literal["us", "uk"] = Field(
+        default="us", description="evdev scanner: the keyboard layout the scanner emulates."
+    )
+    gpio_green: int = Field(default=17, ge=0, le=53, description="GPIO (BCM) of the green light.")
+    gpio_amber: int = Field(default=27, ge=0, le=53, description="GPIO (BCM) of the amber light.")
+    gpio_red: int = Field(default=22, ge=0, le=53, description="GPIO (BCM) of the red light.")
+    gpio_buzzer: int | None = Field(
+        default=18, ge=0, le=53, description="GPIO (BCM) of the buzzer; none if not fitted."
+    )
+    gpio_button: int = Field(default=5, ge=0, le=53, description="GPIO (BCM) of the button.")
     simulated_blur_every: int | None = Field(
         default=None,
         ge=2,

@@ -42,10 +42,10 @@ def _simulated_camera(**options: Any) -> Camera:
     return SimulatedCamera(**options)
 
 
-def _picamera2_camera(canary: bytes | None = None, **options: Any) -> Camera:
+def _picamera2_camera(**options: Any) -> Camera:
     from photosafe.drivers.camera_picamera2 import Picamera2Camera, require_picamera2
 
-    if canary is not None:  # build_station passes canary=None to every camera
+    if "canary" in options:
         raise BackendUnavailable("a canary is for the simulated camera only, not picamera2")
     if "adapter_factory" not in options:
         require_picamera2()
@@ -179,6 +179,15 @@ def display_backend(name: str, **options: Any) -> Display:
     return _select("display", "PHOTOSAFE_DISPLAY", name, DISPLAYS, options)
 
 
+def chosen(variable: str, name: str) -> str:
+    """The backend name in effect: the environment override ($PHOTOSAFE_<KIND>) or `name`.
+
+    Callers pass a backend the options of the backend actually chosen, so an override (say a
+    simulated scanner on a bench) never receives the options of the configured hardware one.
+    """
+    return os.environ.get(variable, "").strip() or name
+
+
 def _select(
     kind: str,
     variable: str,
@@ -186,8 +195,8 @@ def _select(
     known: Mapping[str, Callable[..., T] | str],
     options: Mapping[str, Any],
 ) -> T:
-    override = os.environ.get(variable, "").strip()
-    if override and override != name:
+    override = chosen(variable, name)
+    if override != name:
         _log.warning(
             "backend_overridden",
             extra={"kind": kind, "configured": name, "backend": override, "variable": variable},

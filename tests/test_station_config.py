@@ -93,3 +93,24 @@ def test_provision_sandbox_writes_configs_that_check(tmp_path: Path) -> None:
     assert gateway_main(["check-config", "--config", str(root / "gateway/gateway.toml")]) == 0
     # A second run refuses to overwrite the site (and its CA) rather than replacing it.
     assert provision_main(["sandbox", str(root), "--device", "ward-b-01"]) == 1
+
+
+def test_an_overridden_backend_gets_its_own_options_not_the_configured_ones(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bench override to simulated drivers must not receive the evdev/GPIO settings."""
+    from photosafe.daemon.app import build_station
+    from photosafe.drivers.button import SimulatedButton
+    from photosafe.drivers.scanner_simulated import SimulatedScanner
+
+    text = write_station_config(site, "ward-a-01").read_text()
+    text = text.replace('scanner = "simulated"', 'scanner = "evdev"\nkeymap = "uk"')
+    text = text.replace('button = "simulated"', 'button = "gpiozero"')
+    path = tmp_path / "station.toml"
+    path.write_text(text)
+    monkeypatch.setenv("PHOTOSAFE_SCANNER", "simulated")
+    monkeypatch.setenv("PHOTOSAFE_BUTTON", "simulated")
+    station = build_station(load_config(path))
+    assert isinstance(station.scanner, SimulatedScanner)
+    assert isinstance(station.button, SimulatedButton)
+    assert station.display is None  # no display configured: intimate images are refused

@@ -20,6 +20,7 @@ from mqtt_clients import close_client, connect_client, subscribe
 from photosafe.daemon.app import Station, build_station
 from photosafe.daemon.config import load_config as load_station_config
 from photosafe.drivers.camera_simulated import SimulatedCamera
+from photosafe.drivers.display_simulated import RecordingDisplay
 from photosafe.drivers.indicator import Signal
 from photosafe.drivers.indicator_simulated import RecordingIndicator
 from photosafe.drivers.scanner_simulated import SimulatedScanner
@@ -204,3 +205,25 @@ def test_status_is_retained_online_and_offline_with_no_patient_data(harness: Har
         assert all("9434765919" not in json.dumps(status) for status in statuses)
     finally:
         close_client(watcher)
+
+
+def test_intimate_capture_on_a_display_station_needs_chaperone_and_approval(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PHOTOSAFE_DRIVERS__DISPLAY", "simulated")
+    harness.start_gateway()
+    station = harness.start_station()
+    display = station.station.display
+    assert isinstance(display, RecordingDisplay)
+    intimate = cards.card_text(cards.IntimateCard())
+    approve = cards.card_text(cards.ApproveCard())
+    for text in (BADGE, wristband("9434765919"), CONSENT, intimate, "STAFF-654321", CAPTURE):
+        assert station.scanner.feed(text)
+    assert station.indicator.wait_for(Signal.NEED_APPROVAL, 10)
+    assert not station.indicator.wait_for(Signal.STORED, 0.5)  # nothing sent before approval
+    assert station.scanner.feed(approve)
+    assert station.indicator.wait_for(Signal.STORED, 10)
+    [manifest_path] = harness.filed()
+    manifest = json.loads(manifest_path.read_bytes())
+    assert manifest["intimate"] is True and manifest["patient_approved"] is True
+    assert manifest["chaperone"] == {"staff_id": "654321"}
