@@ -6,21 +6,28 @@ This is the only module that knows every part: config -> keys -> drivers -> work
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import logging
 import signal
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from types import FrameType
 from typing import Any, TextIO
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from photosafe.daemon.config import DriverSettings, StationConfig
 from photosafe.daemon.credentials import StationKeys, load_keys
 from photosafe.daemon.delivery import Delivery
-from photosafe.daemon.hardening import MIB, harden
+from photosafe.daemon.hardening import MIB, clock_synchronised, harden
 from photosafe.daemon.link import LinkSettings, MqttLink
 from photosafe.daemon.notify import Notifier
 from photosafe.daemon.outbox import Outbox, OutboxFull, OutboxLimits
 from photosafe.daemon.quality import QualityGate
+from photosafe.daemon.remote_config import RemoteConfig
 from photosafe.daemon.station import EventQueue, StationLoop
 from photosafe.daemon.workflow import Timeouts, Workflow
 from photosafe.drivers import backends
@@ -31,6 +38,7 @@ from photosafe.drivers.indicator import Indicator
 from photosafe.drivers.scanner import Scanner
 from photosafe.protocol import envelope
 from photosafe.protocol.consent import StationProfile
+from photosafe.protocol.fleet import StationStatus
 from photosafe.protocol.identity import IdentityRules
 from photosafe.protocol.manifest import Manifest, StationRef
 
@@ -62,6 +70,10 @@ class SealingSender:
             suite=self.suite,
         )
         self.delivery.submit(manifest.capture_id, sealed)
+
+    def use_recipient(self, key: X25519PublicKey) -> None:
+        """A gateway key rotation: captures from now on are sealed to `key`."""
+        self.keys = dataclasses.replace(self.keys, recipient=key)
 
 
 def identity_rules(config: StationConfig) -> IdentityRules:
@@ -100,6 +112,7 @@ class Station:
     delivery: Delivery
     workflow: Workflow
     loop: StationLoop
+    remote: RemoteConfig
     notifier: Notifier = field(default_factory=lambda: Notifier(None))
     display: Display | None = None
 
@@ -173,12 +186,14 @@ def build_station(
         publisher=link,
         pinned=keys.pinned,
     )
+    quality = QualityGate()
+    sender = SealingSender(keys, _SUITES[config.gateway.suite], delivery)
     workflow = Workflow(
         station=station_ref(config),
         indicator=indicator,
         camera=camera,
-        quality=QualityGate(),
-        sender=SealingSender(keys, _SUITES[config.gateway.suite], delivery),
+        quality=quality,
+        sender=sender,
         display=display,
         timeouts=Timeouts(
             patient_s=config.session.patient_timeout_s, operator_s=config.session.operator_timeout_s
@@ -186,8 +201,16 @@ def build_station(
     )
     notifier = notifier or Notifier.from_environment()
 
+    remote = RemoteConfig(
+        device_id=config.device_id,
+        pinned=keys.fleet,
+        workflow=workflow,
+        quality=quality,
+        sealer=sender,
+    )
+
     def report(status: dict[str, object]) -> None:
-        link.publish_status({"device": config.device_id, **status})
+        link.publish_status(station_status(config, keys, workflow, remote, status))
         notifier.update(status, connected=loop.connected)
 
     loop = StationLoop(
@@ -199,20 +222,47 @@ def build_station(
         grace_s=config.shutdown.grace_s,
         status=report,
         heartbeat=notifier.heartbeat,
+        on_config=remote.handle,
     )
     return Station(
-        config,
-        events,
-        camera,
-        scanner,
-        indicator,
-        button,
-        link,
-        delivery,
-        workflow,
-        loop,
-        notifier,
-        display,
+        config=config,
+        events=events,
+        camera=camera,
+        scanner=scanner,
+        indicator=indicator,
+        button=button,
+        link=link,
+        delivery=delivery,
+        workflow=workflow,
+        loop=loop,
+        remote=remote,
+        notifier=notifier,
+        display=display,
+    )
+
+
+def station_status(
+    config: StationConfig,
+    keys: StationKeys,
+    workflow: Workflow,
+    remote: RemoteConfig,
+    status: Mapping[str, object],
+) -> StationStatus:
+    """The retained status estates see (`photosafe-gateway fleet`); no patient data fits in it."""
+    now = dt.datetime.now(dt.UTC)
+    outbox = status.get("outbox")
+    return StationStatus(
+        device=config.device_id,
+        online=True,
+        at=now.replace(microsecond=0),
+        version=version("photosafe"),
+        profile=workflow.station.profile,
+        cert_days_left=(keys.device_cert.not_valid_after_utc - now).days,
+        clock_synchronised=clock_synchronised(),
+        outbox=outbox if isinstance(outbox, int) else None,
+        config_version=remote.version or None,
+        config_error=remote.error,
+        step=workflow.step.value,
     )
 
 

@@ -190,6 +190,15 @@ class HardeningSettings(BaseModel):
     )
 
 
+class FleetKeys(BaseModel):
+    model_config = _SECTION
+    public_keys: list[Path] = Field(
+        default_factory=list,
+        description="Pinned fleet signing keys (Ed25519): only config messages they sign are "
+        "applied. Empty: remote config is ignored and the status says so.",
+    )
+
+
 class StationConfig(BaseSettings):
     """Everything a station needs to run."""
 
@@ -211,6 +220,7 @@ class StationConfig(BaseSettings):
     drivers: DriverSettings = Field(default_factory=DriverSettings)
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
     hardening: HardeningSettings = Field(default_factory=HardeningSettings)
+    fleet: FleetKeys = Field(default_factory=FleetKeys)
 
     @classmethod
     def settings_customise_sources(
@@ -287,6 +297,13 @@ def _resolve_files(config: StationConfig, base: Path) -> StationConfig:
             ],
         }
     )
+    fleet = config.fleet.model_copy(
+        update={
+            "public_keys": [
+                resolve(f"fleet.public_keys.{i}", p) for i, p in enumerate(config.fleet.public_keys)
+            ]
+        }
+    )
     if problems:
         raise ConfigError(problems)
-    return config.model_copy(update={"broker": broker, "gateway": gateway})
+    return config.model_copy(update={"broker": broker, "gateway": gateway, "fleet": fleet})

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from photosafe.daemon.config import ConfigError, StationConfig
-from photosafe.protocol import ack
+from photosafe.protocol import ack, fleet
 
 _T = TypeVar("_T")
 
@@ -31,6 +31,7 @@ class StationKeys:
     device_cert: x509.Certificate
     recipient: X25519PublicKey
     pinned: dict[str, Ed25519PublicKey]
+    fleet: dict[str, Ed25519PublicKey]  # keys whose config messages the station applies
 
 
 def load_keys(config: StationConfig) -> StationKeys:
@@ -51,6 +52,10 @@ def load_keys(config: StationConfig) -> StationKeys:
         (f"gateway.signing_public_keys.{i}", read(f"gateway.signing_public_keys.{i}", p))
         for i, p in enumerate(config.gateway.signing_public_keys)
     ]
+    fleet_pems = [
+        (f"fleet.public_keys.{i}", read(f"fleet.public_keys.{i}", p))
+        for i, p in enumerate(config.fleet.public_keys)
+    ]
     if problems:
         raise ConfigError(problems)
 
@@ -60,6 +65,7 @@ def load_keys(config: StationConfig) -> StationKeys:
     )
     recipient = _load(problems, "gateway.recipient_public_key", lambda: _x25519(recipient_pem))
     signing = [_load(problems, where, partial(_ed25519, pem)) for where, pem in signing_pems]
+    fleet_keys = [_load(problems, where, partial(_ed25519, pem)) for where, pem in fleet_pems]
     if device_key is not None and device_cert is not None:
         if device_cert.public_key() != device_key.public_key():
             problems.append("broker.cert_file: the certificate is not for this station's key")
@@ -72,8 +78,14 @@ def load_keys(config: StationConfig) -> StationKeys:
             )
     if problems:
         raise ConfigError(problems)
-    assert device_key and device_cert and recipient and all(signing)
-    return StationKeys(device_key, device_cert, recipient, ack.pin(*[k for k in signing if k]))
+    assert device_key and device_cert and recipient and all(signing) and all(fleet_keys)
+    return StationKeys(
+        device_key,
+        device_cert,
+        recipient,
+        ack.pin(*[k for k in signing if k]),
+        fleet.pin(*[k for k in fleet_keys if k]),
+    )
 
 
 def _load(problems: list[str], where: str, load: Callable[[], _T]) -> _T | None:
@@ -101,5 +113,5 @@ def _x25519(pem: bytes) -> X25519PublicKey:
 def _ed25519(pem: bytes) -> Ed25519PublicKey:
     key = serialization.load_pem_public_key(pem)
     if not isinstance(key, Ed25519PublicKey):
-        raise ValueError("a gateway signing key must be an Ed25519 public key")
+        raise ValueError("a signing key (gateway or fleet) must be an Ed25519 public key")
     return key

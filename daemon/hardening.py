@@ -290,3 +290,22 @@ def harden(
         },
     )
     return result
+
+
+def clock_synchronised() -> bool | None:
+    """Whether the kernel says the clock is NTP-synchronised (adjtimex), None if unknown.
+
+    Certificate validity and capture times depend on it; estates see it in the station status.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        timex = ctypes.create_string_buffer(512)  # struct timex, modes = 0: read only
+        state = libc.adjtimex(timex)
+    except (OSError, AttributeError):
+        return None
+    if state < 0:
+        return None
+    return bool(state != _TIME_ERROR)
+
+
+_TIME_ERROR = 5  # adjtimex: the clock is not synchronised

@@ -12,7 +12,6 @@ are sealed.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import socket
@@ -30,6 +29,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from photosafe.protocol import topics
 from photosafe.protocol.envelope import CONTENT_TYPE
+from photosafe.protocol.fleet import StationStatus
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class LinkListener(Protocol):
     def link_down(self, reason: str) -> None: ...
     def publish_result(self, mid: int, refusal: str | None) -> None: ...
     def ack_message(self, payload: bytes) -> None: ...
+    def config_message(self, payload: bytes) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class MqttLink:
         self._listener = listener
         self._broker_max_packet: int | None = None
         self._attempt = 0
-        self._status: dict[str, Any] = {"online": True}
+        self._status = StationStatus(device=settings.device_id, online=True)
         self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=settings.device_id,
@@ -93,10 +94,7 @@ class MqttLink:
             tls_context(settings.ca_file, settings.cert_file, settings.key_file)
         )
         self._client.will_set(
-            topics.status(settings.device_id),
-            _status_payload({"online": False}),
-            qos=1,
-            retain=True,
+            topics.status(settings.device_id), self._offline(), qos=1, retain=True
         )
         self._client.reconnect_delay_set(1, int(max(1, settings.reconnect_max_s)))
         self._client.on_connect = self._on_connect
@@ -124,10 +122,7 @@ class MqttLink:
         """Say offline (retained), disconnect cleanly, stop the network thread."""
         if self._client.is_connected():
             info = self._client.publish(
-                topics.status(self.settings.device_id),
-                _status_payload({"online": False}),
-                qos=1,
-                retain=True,
+                topics.status(self.settings.device_id), self._offline(), qos=1, retain=True
             )
             info.wait_for_publish(timeout=2)
         self._client.disconnect()
@@ -168,15 +163,12 @@ class MqttLink:
             raise NotConnected(f"publish not accepted by the client: {mqtt.error_string(info.rc)}")
         return info.mid
 
-    def publish_status(self, status: dict[str, Any]) -> None:
-        """Retained station status (no patient data, ever); repeated after each reconnect."""
-        self._status = {"online": True, **status}
+    def publish_status(self, status: StationStatus) -> None:
+        """Retained station status (its model admits no patient data); repeated on reconnect."""
+        self._status = status
         if self._client.is_connected():
             self._client.publish(
-                topics.status(self.settings.device_id),
-                _status_payload(self._status),
-                qos=1,
-                retain=True,
+                topics.status(self.settings.device_id), status.to_bytes(), qos=1, retain=True
             )
 
     # -- paho callbacks (network thread) -----------------------------------------------------
@@ -197,12 +189,11 @@ class MqttLink:
         sock = client.socket()
         if isinstance(sock, socket.socket | ssl.SSLSocket):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client.subscribe(topics.ack(self.settings.device_id), qos=1)
+        client.subscribe(
+            [(topics.ack(self.settings.device_id), 1), (topics.config(self.settings.device_id), 1)]
+        )
         client.publish(
-            topics.status(self.settings.device_id),
-            _status_payload(self._status),
-            qos=1,
-            retain=True,
+            topics.status(self.settings.device_id), self._status.to_bytes(), qos=1, retain=True
         )
         log.info("link.up", extra={"session_present": bool(flags.session_present)})
         self._listener.link_up()
@@ -240,10 +231,11 @@ class MqttLink:
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if message.topic == topics.ack(self.settings.device_id):
             self._listener.ack_message(bytes(message.payload))
+        elif message.topic == topics.config(self.settings.device_id):
+            self._listener.config_message(bytes(message.payload))
 
-
-def _status_payload(status: dict[str, Any]) -> bytes:
-    return json.dumps(status, sort_keys=True, separators=(",", ":")).encode()
+    def _offline(self) -> bytes:
+        return StationStatus(device=self.settings.device_id, online=False).to_bytes()
 
 
 def _properties(packet_type: int) -> Properties:

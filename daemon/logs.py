@@ -21,9 +21,9 @@ from typing import Any
 
 ALLOWED = frozenset(
     {
-        "attempt", "audit_event", "bytes", "capture_id", "consent_kind", "core_limit", "device",
-        "dumpable", "exc_type", "looked_like", "mlockall", "operator", "pending", "reason",
-        "retry_s", "session_present", "status", "step",
+        "attempt", "audit_event", "bytes", "capture_id", "config_version", "consent_kind",
+        "core_limit", "device", "dumpable", "exc_type", "kid", "looked_like", "mlockall",
+        "operator", "pending", "reason", "retry_s", "session_present", "status", "step",
     }
 )  # fmt: skip
 _COUNT_PREFIX = "count_"

@@ -60,11 +60,18 @@ class AckEvent:
 
 
 @dataclass(frozen=True)
+class ConfigEvent:
+    payload: bytes
+
+
+@dataclass(frozen=True)
 class StopEvent:
     pass
 
 
-Event = ScanEvent | ButtonEvent | LinkUp | LinkDown | PublishResult | AckEvent | StopEvent
+Event = (
+    ScanEvent | ButtonEvent | LinkUp | LinkDown | PublishResult | AckEvent | ConfigEvent | StopEvent
+)
 
 
 class EventQueue(LinkListener):
@@ -103,6 +110,9 @@ class EventQueue(LinkListener):
     def ack_message(self, payload: bytes) -> None:
         self.post(AckEvent(payload))
 
+    def config_message(self, payload: bytes) -> None:
+        self.post(ConfigEvent(payload))
+
 
 class StationLoop:
     def __init__(
@@ -116,6 +126,7 @@ class StationLoop:
         grace_s: float,
         status: Callable[[dict[str, object]], None] = lambda status: None,
         heartbeat: Callable[[], None] = lambda: None,
+        on_config: Callable[[bytes], None] = lambda payload: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.events = events
@@ -126,6 +137,7 @@ class StationLoop:
         self.grace_s = grace_s
         self._publish_status = status
         self._heartbeat = heartbeat  # every turn of a healthy loop (systemd's watchdog)
+        self._on_config = on_config  # a fleet config message (daemon/remote_config.py)
         self._clock = clock
         self.connected = False
         self.stopping_since: float | None = None
@@ -167,6 +179,9 @@ class StationLoop:
                 self.delivery.publish_result(mid, refusal)
             case AckEvent(payload):
                 self._show(self.delivery.ack_message(payload))
+            case ConfigEvent(payload):
+                self._on_config(payload)
+                self._status()
             case StopEvent():
                 if self.stopping_since is None:
                     self.stopping_since = self._clock()

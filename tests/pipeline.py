@@ -61,6 +61,7 @@ def sealing_sender(
         device_cert=device.cert,
         recipient=recipient or pki.recipient.public_key(),
         pinned={},
+        fleet={},
     )
     delivery = Delivery(
         device_id=DEVICE,

@@ -5,19 +5,24 @@ production code path. Each test is one "Must hold" of the delivery issue.
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from biip.checksums import gs1_standard_check_digit
 from broker import Broker
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from mqtt_clients import close_client, connect_client, subscribe
 
-from photosafe.daemon.app import Station, build_station
+from photosafe.daemon.app import SealingSender, Station, build_station
 from photosafe.daemon.config import load_config as load_station_config
 from photosafe.drivers.camera_simulated import SimulatedCamera
 from photosafe.drivers.display_simulated import RecordingDisplay
@@ -26,8 +31,9 @@ from photosafe.drivers.indicator_simulated import RecordingIndicator
 from photosafe.drivers.scanner_simulated import SimulatedScanner
 from photosafe.gateway.config import load_config as load_gateway_config
 from photosafe.gateway.service import Gateway
-from photosafe.protocol import cards, topics
+from photosafe.protocol import cards, fleet, topics
 from photosafe.protocol.consent import Purpose
+from photosafe.protocol.fleet import parse_status
 from photosafe.provisioning.site_configs import (
     SANDBOX_NHS_PREFIX,
     write_gateway_config,
@@ -200,8 +206,11 @@ def test_status_is_retained_online_and_offline_with_no_patient_data(harness: Har
         statuses = [online]
         while statuses[-1].get("online") is not False:
             statuses.append(json.loads(seen.get().payload))  # fails after 5 s of silence
-        assert statuses[-1] == {"online": False}
+        assert statuses[-1] == {"v": 1, "device": DEVICE, "online": False}
         assert statuses[-2]["step"] == "closed"
+        for status in statuses:  # every one parses as the strict status model
+            parse_status(json.dumps(status).encode(), device=DEVICE)
+        assert online["cert_days_left"] > 300 and online["profile"]["kind"] == "ward"
         assert all("9434765919" not in json.dumps(status) for status in statuses)
     finally:
         close_client(watcher)
@@ -227,3 +236,153 @@ def test_intimate_capture_on_a_display_station_needs_chaperone_and_approval(
     manifest = json.loads(manifest_path.read_bytes())
     assert manifest["intimate"] is True and manifest["patient_approved"] is True
     assert manifest["chaperone"] == {"staff_id": "654321"}
+
+
+# -- fleet-signed remote config (issue 7, station side) ---------------------------------------
+
+
+def _pin_fleet_key(harness: Harness, tmp_path: Path) -> Ed25519PrivateKey:
+    key = Ed25519PrivateKey.generate()
+    public = tmp_path / "fleet.pub"
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    text = harness.station_toml.read_text()
+    harness.station_toml.write_text(text + f'\n[fleet]\npublic_keys = ["{public}"]\n')
+    return key
+
+
+def _publish_config(harness: Harness, payload: bytes) -> None:
+    site = harness.broker.site
+    client, recorder = connect_client(site, site.fleet_cert, site.fleet_key, "fleet-test")
+    try:
+        info = client.publish(topics.config(DEVICE), payload, qos=1, retain=True)
+        assert not recorder.wait_puback(info.mid).is_failure
+    finally:
+        close_client(client)
+
+
+def _config(key: Ed25519PrivateKey, version: int, **settings: object) -> bytes:
+    config = fleet.make_config(
+        fleet_key=key,
+        device=DEVICE,
+        version=version,
+        settings=fleet.FleetSettings(**settings),  # type: ignore[arg-type]
+    )
+    return fleet.sign_config(config, key)
+
+
+class StatusWatch:
+    """The station's retained status as the gateway identity sees it."""
+
+    def __init__(self, harness: Harness) -> None:
+        site = harness.broker.site
+        self.client, self._recorder = connect_client(
+            site, site.gateway_cert, site.gateway_key, "status-watch"
+        )
+        subscribe(self.client, self._recorder, topics.status(DEVICE))
+        self.last: dict[str, Any] = {}
+
+    def latest(self) -> dict[str, Any]:
+        for message in self._recorder.drain(quiet=0.05):
+            self.last = json.loads(message.payload)
+        return self.last
+
+
+@pytest.fixture
+def status_watch(harness: Harness) -> Iterator[Callable[[], StatusWatch]]:
+    watches: list[StatusWatch] = []
+
+    def start() -> StatusWatch:
+        watches.append(StatusWatch(harness))
+        return watches[-1]
+
+    yield start
+    for watch in watches:
+        close_client(watch.client)
+
+
+def test_signed_config_changes_location_and_reports_its_version(
+    harness: Harness, tmp_path: Path, status_watch: Callable[[], StatusWatch]
+) -> None:
+    key = _pin_fleet_key(harness, tmp_path)
+    harness.start_gateway()
+    station = harness.start_station()
+    watch = status_watch()
+    _publish_config(harness, _config(key, 7, location="Plastics clinic 2"))
+    assert _wait(lambda: station.station.workflow.station.location == "Plastics clinic 2", 10)
+    assert _wait(lambda: watch.latest().get("config_version") == 7, 10)
+    station.capture()
+    assert station.indicator.wait_for(Signal.STORED, 10)
+    [manifest] = harness.filed()
+    assert json.loads(manifest.read_bytes())["station"]["location"] == "Plastics clinic 2"
+
+
+@pytest.mark.parametrize("attack", ["unsigned", "wrong key", "replayed old version"])
+def test_unsigned_wrongly_signed_or_replayed_config_is_ignored(
+    harness: Harness, tmp_path: Path, attack: str
+) -> None:
+    key = _pin_fleet_key(harness, tmp_path)
+    station = harness.start_station()
+    _publish_config(harness, _config(key, 5, location="Ward 5"))
+    assert _wait(lambda: station.station.workflow.station.location == "Ward 5", 10)
+    bad = {
+        "unsigned": json.dumps({"config": {"device": DEVICE, "version": 9}}).encode(),
+        "wrong key": _config(Ed25519PrivateKey.generate(), 9, location="Evil ward"),
+        "replayed old version": _config(key, 4, location="Old ward"),
+    }[attack]
+    _publish_config(harness, bad)
+    remote = station.station.remote
+    expected = {
+        "unsigned": {"unsigned", "malformed"},
+        "wrong key": {"unknown-key"},
+        "replayed old version": {"stale"},
+    }[attack]
+    assert _wait(lambda: remote.error is not None, 10)
+    assert remote.error in expected
+    assert station.station.workflow.station.location == "Ward 5"
+    assert remote.version == 5
+
+
+def test_gateway_key_rotation_files_captures_sealed_to_old_and_new_keys(
+    harness: Harness, tmp_path: Path
+) -> None:
+    site = harness.broker.site
+    key = _pin_fleet_key(harness, tmp_path)
+    station = harness.start_station()
+    station.capture("9434765919")  # sealed to the old key; no gateway yet, so it waits
+    assert station.indicator.wait_for(Signal.SENDING, 10)
+    new_key = X25519PrivateKey.generate()
+    new_key_path = tmp_path / "recipient-new.key"
+    new_key_path.write_bytes(
+        new_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    new_key_path.chmod(0o600)
+    raw = new_key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    _publish_config(harness, _config(key, 2, recipient_public_key=base64.b64encode(raw).decode()))
+    assert _wait(lambda: station.station.remote.version == 2, 10)
+    station.capture("9434765870")  # sealed to the new key
+    assert station.indicator.wait_for(Signal.SENDING, 10, count=2)
+    text = harness.gateway_toml.read_text()
+    harness.gateway_toml.write_text(
+        text.replace(
+            f"recipient_keys = [{json.dumps(str(site.recipient_key))}]",
+            f"recipient_keys = [{json.dumps(str(new_key_path))}, "
+            f"{json.dumps(str(site.recipient_key))}]",
+        )
+    )
+    harness.start_gateway()
+    sender = station.station.workflow.sender
+    assert isinstance(sender, SealingSender)
+    assert sender.keys.recipient == new_key.public_key()  # the second capture used the new key
+    harness.start_gateway()
+    assert station.indicator.wait_for(Signal.STORED, 15, count=2)
+    assert len(harness.filed()) == 2
