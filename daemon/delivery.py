@@ -112,6 +112,7 @@ class Delivery:
                     extra={"capture_id": str(entry.capture_id), "attempt": entry.attempts + 1},
                 )
             self.outbox.mark_sent(entry, mid, now)
+            _ = entry.sealed_sha256  # hashed now, while paho sends the bytes, not before
         return notices
 
     def publish_result(self, mid: int, refusal: str | None) -> None:

@@ -14,6 +14,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 
 
 class OutboxFull(Exception):
@@ -30,7 +31,6 @@ class EntryState(StrEnum):
 class Entry:
     capture_id: uuid.UUID
     sealed: bytes
-    sealed_sha256: str
     created: float
     state: EntryState = EntryState.SEALED
     attempts: int = 0
@@ -41,6 +41,13 @@ class Entry:
     @property
     def size(self) -> int:
         return len(self.sealed)
+
+    @cached_property
+    def sealed_sha256(self) -> str:
+        """SHA-256 of the sealed bytes, which the receipt must name. Computed once, when first
+        asked: Delivery asks right after handing the capture to the link, so the hash runs while
+        the bytes are on the wire instead of delaying the publish (tests/bench/README.md)."""
+        return hashlib.sha256(self.sealed).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,7 @@ class Outbox:
             raise OutboxFull(reason)
         if capture_id in self._entries:
             raise ValueError("capture id already in the outbox")
-        entry = Entry(capture_id, sealed, hashlib.sha256(sealed).hexdigest(), created=now)
+        entry = Entry(capture_id, sealed, created=now)
         self._entries[capture_id] = entry
         return entry
 
