@@ -229,7 +229,7 @@ def _signed_bytes(header: bytes, manifest: bytes) -> bytes:
     return SIGNATURE_CONTEXT + _U32.pack(len(header)) + header + _U32.pack(len(manifest)) + manifest
 
 
-def _split(sealed: bytes) -> tuple[Header, bytes, bytes]:
+def _split(sealed: bytes) -> tuple[Header, bytes, memoryview]:
     if len(sealed) < len(MAGIC) + _U32.size or not sealed.startswith(MAGIC):
         raise MalformedEnvelope("not a PhotoSafe sealed capture (bad magic)")
     (length,) = _U32.unpack_from(sealed, len(MAGIC))
@@ -243,7 +243,8 @@ def _split(sealed: bytes) -> tuple[Header, bytes, bytes]:
         raise MalformedEnvelope(f"header is not valid: {_first_error(exc)}") from exc
     if header.to_bytes() != header_bytes:  # one meaning, one byte form
         raise MalformedEnvelope("header is not in canonical form")
-    return header, header_bytes, sealed[start + length :]
+    # A view, not a slice: the ciphertext can be megabytes, and HPKE reads a view as well.
+    return header, header_bytes, memoryview(sealed)[start + length :]
 
 
 def _split_inner(plaintext: bytes) -> tuple[bytes, bytes, bytes, bytes]:
