@@ -30,7 +30,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -204,10 +213,127 @@ class TrustSection(BaseModel):
         return self
 
 
-class SinkSection(BaseModel):
+class FolderSinkSection(BaseModel):
     model_config = _SECTION
     kind: Literal["folder"] = Field(default="folder", description="Record store kind.")
     path: Folder = Field(description="Root folder of the record store; must exist.")
+
+    def summary(self) -> str:
+        return f"folder {self.path}"
+
+
+class DicomWebSinkSection(BaseModel):
+    """A PACS over DICOMweb: each capture a VL Photographic Image sent with STOW-RS."""
+
+    model_config = _SECTION
+    kind: Literal["dicomweb"] = Field(description="File into a PACS with DICOMweb STOW-RS.")
+    url: str = Field(
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="The PACS's DICOMweb root, e.g. https://pacs.example.nhs.uk/dicom-web.",
+    )
+    username: str | None = Field(
+        default=None, min_length=1, description="HTTP basic auth user; needs password_file."
+    )
+    password_file: SecretFile | None = Field(
+        default=None, description="File holding the basic auth password; credentials dir first."
+    )
+    token_file: SecretFile | None = Field(
+        default=None,
+        description="File holding a bearer token (instead of basic auth); credentials dir first.",
+    )
+    ca_file: CaFile | None = Field(
+        default=None, description="CA certificate for an https PACS; the system's CAs if unset."
+    )
+    timeout_s: float = Field(default=20, gt=0, le=300, description="HTTP timeout, seconds.")
+    verify: bool = Field(
+        default=True,
+        description="Query the PACS (WADO-RS metadata) before each store, to tell a duplicate "
+        "from a capture id reused for another capture, and after it, so that only an instance "
+        "the PACS shows is acked stored.",
+    )
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> DicomWebSinkSection:
+        if (self.username is None) != (self.password_file is None):
+            raise ValueError("username and password_file go together")
+        if self.token_file is not None and self.username is not None:
+            raise ValueError("choose basic auth (username) or a bearer token, not both")
+        return self
+
+    def secrets(self) -> tuple[str | None, str | None]:
+        """(password, token) read from their files; ConfigError if they cannot be read."""
+
+        def read(path: Path | None) -> str | None:
+            if path is None:
+                return None
+            try:
+                return path.read_text().strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError([f"sink: cannot read {path}: {exc}"]) from exc
+
+        return read(self.password_file), read(self.token_file)
+
+    def summary(self) -> str:
+        auth = (
+            f"basic auth as {self.username}"
+            if self.username
+            else "bearer token"
+            if self.token_file
+            else "no auth"
+        )
+        check = "verified by WADO-RS" if self.verify else "store answer trusted"
+        return f"dicomweb STOW-RS {self.url} ({auth}; {check}; timeout {self.timeout_s}s)"
+
+
+AeTitle = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z0-9._-](?:[A-Za-z0-9 ._-]{0,14}[A-Za-z0-9._-])?$"),
+]
+
+
+class DimseSinkSection(BaseModel):
+    """A PACS over DIMSE: each capture a VL Photographic Image sent with C-STORE."""
+
+    model_config = _SECTION
+    kind: Literal["dimse"] = Field(description="File into a PACS with DICOM C-STORE.")
+    host: str = Field(min_length=1, description="The PACS's host name or address.")
+    port: int = Field(default=104, ge=1, le=65535, description="The PACS's DICOM port.")
+    called_aet: AeTitle = Field(description="The PACS's AE title (1-16 characters).")
+    calling_aet: AeTitle = Field(
+        default="PHOTOSAFE", description="This gateway's AE title, as the PACS knows it."
+    )
+    timeout_s: float = Field(default=20, gt=0, le=300, description="Network timeout, seconds.")
+    verify: bool = Field(
+        default=True,
+        description="Query the PACS (C-FIND) before and after each store, as for dicomweb; "
+        "turn off for a PACS that takes no queries from the gateway.",
+    )
+
+    def summary(self) -> str:
+        check = "verified by C-FIND" if self.verify else "store answer trusted"
+        return (
+            f"dimse C-STORE {self.called_aet}@{self.host}:{self.port} as {self.calling_aet} "
+            f"({check}; timeout {self.timeout_s}s)"
+        )
+
+
+def _sink_kind(value: object) -> str:
+    """The sink's kind; a section without one is a folder (as before there were others)."""
+    kind = value.get("kind", "folder") if isinstance(value, dict) else getattr(value, "kind", "")
+    return str(kind)
+
+
+SinkSection = Annotated[
+    Annotated[FolderSinkSection, Tag("folder")]
+    | Annotated[DicomWebSinkSection, Tag("dicomweb")]
+    | Annotated[DimseSinkSection, Tag("dimse")],
+    Discriminator(
+        _sink_kind,
+        custom_error_type="sink_kind",
+        custom_error_message="kind must be folder, dicomweb or dimse",
+    ),
+]
+SINK_KINDS = frozenset({"folder", "dicomweb", "dimse"})
 
 
 class GatewayConfig(BaseSettings):
@@ -308,6 +434,8 @@ def _problems(exc: ValidationError, env: dict[str, str]) -> list[str]:
     problems = []
     for error in exc.errors():
         loc = error["loc"]
+        if loc[:1] == ("sink",) and len(loc) > 1 and loc[1] in SINK_KINDS:
+            loc = (loc[0], *loc[2:])  # the union's tag: "sink.url", not "sink.dicomweb.url"
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
         source = _env_name(loc, env)
         if source:

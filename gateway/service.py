@@ -31,8 +31,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from photosafe.gateway.config import GatewayConfig, tls_context
-from photosafe.gateway.sink import CaptureConflict, FolderSink, Sink
+from photosafe.gateway.config import (
+    DicomWebSinkSection,
+    FolderSinkSection,
+    GatewayConfig,
+    SinkSection,
+    tls_context,
+)
+from photosafe.gateway.sink import CaptureConflict, FolderSink, Sink, SinkRejected
 from photosafe.protocol import ack, topics
 from photosafe.protocol.ack import AckStatus, Receipt
 from photosafe.protocol.envelope import DeviceTrust, open_sealed, read_header
@@ -104,7 +110,7 @@ class CaptureHandler:
         try:
             opened = open_sealed(payload, recipient_keys=self._keys, trust=self._trust)
             filed = self._sink.store(opened)
-        except (EnvelopeError, CaptureConflict) as exc:
+        except (EnvelopeError, CaptureConflict, SinkRejected) as exc:
             return self._rejected(device, capture, payload, exc)
         except OSError as exc:
             # The record store failed: answer nothing. "rejected" would make the station give
@@ -128,7 +134,7 @@ class CaptureHandler:
     def _rejected(
         self, device: str, capture: uuid.UUID, payload: bytes, why: Exception | str
     ) -> Reply:
-        # EnvelopeError and CaptureConflict messages are written to carry no patient data.
+        # EnvelopeError, CaptureConflict and SinkRejected messages carry no patient data.
         reason = why if isinstance(why, str) else f"{type(why).__name__}: {why}"
         _event(
             logging.WARNING,
@@ -186,6 +192,34 @@ class GatewayError(RuntimeError):
     """The gateway could not connect or subscribe in time."""
 
 
+def open_sink(section: SinkSection) -> Sink:
+    """The record store the config names. The PACS sinks (pydicom, pynetdicom, dicomweb-client:
+    the `dicom` extra) are imported only when one is configured."""
+    if isinstance(section, FolderSinkSection):
+        return FolderSink(section.path)
+    from photosafe.gateway import sink_pacs
+
+    if isinstance(section, DicomWebSinkSection):
+        password, token = section.secrets()
+        return sink_pacs.StowSink(
+            section.url,
+            username=section.username,
+            password=password,
+            token=token,
+            ca_file=section.ca_file,
+            timeout=section.timeout_s,
+            verify=section.verify,
+        )
+    return sink_pacs.CStoreSink(
+        section.host,
+        section.port,
+        section.called_aet,
+        section.calling_aet,
+        timeout=section.timeout_s,
+        verify=section.verify,
+    )
+
+
 class Gateway:
     """One gateway process: a paho client around a CaptureHandler."""
 
@@ -196,7 +230,7 @@ class Gateway:
             recipient_keys=material.recipient_keys,
             trust=material.trust,
             signing_key=material.signing_key,
-            sink=sink or FolderSink(config.sink.path),
+            sink=sink or open_sink(config.sink),
         )
         self.counts: Counter[str] = Counter()  # statuses answered, and "unanswered"
         self._counts_lock = threading.Lock()

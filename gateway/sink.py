@@ -55,9 +55,15 @@ class CaptureConflict(Exception):
     """This capture id is already filed with a different manifest; nothing was filed."""
 
 
+class SinkRejected(Exception):
+    """The record store refuses this capture for good (a PACS refused it, or it cannot be made
+    into a valid record): answered `rejected` with the message, which names no patient data."""
+
+
 class Sink(Protocol):
     def store(self, opened: Opened) -> Filed:
-        """File the capture durably, or raise (OSError: the store failed; try again later)."""
+        """File the capture durably, or raise: OSError when the store failed and a later try may
+        work (no ack: the station retries), SinkRejected or CaptureConflict when it never will."""
         ...
 
 

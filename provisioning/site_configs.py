@@ -7,6 +7,7 @@ as in production. Both go through `station_toml`, the one writer of the station 
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -147,14 +148,33 @@ def write_station_config(
     return path
 
 
+SinkSettings = Mapping[str, str | int | float | bool]
+
+
+def _sink_toml(records_dir: Path, sink: SinkSettings | None) -> str:
+    """The [sink] section: the folder `records_dir`, or the keys given (e.g. a dicomweb PACS)."""
+    if sink is None:
+        sink = {"kind": "folder", "path": str(records_dir)}
+
+    def value(v: str | int | float | bool) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return _string(v) if isinstance(v, str) else str(v)
+
+    return "[sink]\n" + "".join(f"{key} = {value(v)}\n" for key, v in sink.items())
+
+
 def gateway_config_toml(
     site: Site,
     records_dir: Path,
     *,
     client_id: str = "photosafe-gateway-1",
     share_group: str = "photosafe-gateways",
+    sink: SinkSettings | None = None,
 ) -> str:
-    """A complete `photosafe-gateway` config for `site`, filing into `records_dir`."""
+    """A complete `photosafe-gateway` config for `site`, filing into `records_dir`, or into the
+    record store `sink` describes (the keys of the [sink] section, e.g. `{"kind": "dicomweb",
+    "url": ...}`)."""
     return f"""\
 [broker]
 host = {_string(site.host)}
@@ -175,17 +195,72 @@ signing_key = {_string(site.signing_key)}
 device_ca = {_string(site.ca_cert)}
 crl = {_string(site.crl)}
 
-[sink]
-kind = "folder"
-path = {_string(records_dir)}
-"""
+{_sink_toml(records_dir, sink)}"""
 
 
-def write_gateway_config(site: Site, records_dir: Path, path: Path | None = None) -> Path:
-    """Write the gateway config (and create the records folder it files into)."""
-    records_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+def write_gateway_config(
+    site: Site, records_dir: Path, path: Path | None = None, *, sink: SinkSettings | None = None
+) -> Path:
+    """Write the gateway config (and, for the folder sink, create the folder it files into)."""
+    if sink is None:
+        records_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = path or site.root / "gateway" / "gateway.toml"
-    path.write_text(gateway_config_toml(site, records_dir))
+    path.write_text(gateway_config_toml(site, records_dir, sink=sink))
+    return path
+
+
+# -- a sandbox PACS: Orthanc with its DICOMweb plugin (Debian: orthanc, orthanc-dicomweb) -------
+
+ORTHANC_AET = "SANDBOXPACS"
+GATEWAY_AET = "PHOTOSAFE"  # the gateway's calling AE title (the dimse sink's default)
+_DICOMWEB_PLUGINS = (
+    "/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
+    "/usr/lib/orthanc/libOrthancDicomWeb.so*",
+)
+
+
+def dicomweb_plugin() -> Path:
+    """Where Debian's orthanc-dicomweb put its plugin; FileNotFoundError if it is not installed."""
+    for pattern in _DICOMWEB_PLUGINS:
+        found = sorted(glob.glob(pattern))
+        if found:
+            return Path(found[0])
+    raise FileNotFoundError("Orthanc's DICOMweb plugin is not installed (apt: orthanc-dicomweb)")
+
+
+def orthanc_config(
+    folder: Path, *, http_port: int, dicom_port: int, aet: str = ORTHANC_AET
+) -> dict[str, object]:
+    """An Orthanc configuration keeping everything in `folder`, on loopback only as far as
+    Orthanc 1.10 allows: it binds every interface but answers HTTP from this host only
+    (RemoteAccessAllowed false) and DICOM from the gateway's AE title at 127.0.0.1 only."""
+    return {
+        "Name": "PhotoSafe sandbox PACS",
+        "StorageDirectory": str(folder / "storage"),
+        "IndexDirectory": str(folder / "index"),
+        "HttpPort": http_port,
+        "DicomPort": dicom_port,
+        "DicomAet": aet,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "Plugins": [str(dicomweb_plugin())],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        "DicomAlwaysAllowEcho": False,
+        "DicomAlwaysAllowStore": False,
+        "DicomCheckModalityHost": True,
+        "DicomModalities": {"photosafe-gateway": [GATEWAY_AET, "127.0.0.1", 104]},
+        "SaveJobs": False,
+    }
+
+
+def write_orthanc_config(
+    folder: Path, *, http_port: int, dicom_port: int, **options: object
+) -> Path:
+    """`folder/orthanc.json` (the folder is created); `options` are merged over the defaults."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    config = orthanc_config(folder, http_port=http_port, dicom_port=dicom_port) | options
+    path = folder / "orthanc.json"
+    path.write_text(json.dumps(config, indent=2) + "\n")
     return path
 
 
