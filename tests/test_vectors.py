@@ -13,6 +13,12 @@
 (c) The constants, field tables, error table and examples in docs/protocol.md match the code and
     the vectors, so the specification cannot drift from the code silently.
 
+The same three hold for the fleet messages (docs/protocol.md sections 18 and 19): our code
+verifies the vector config message and refuses each negative config vector with the code
+vectors.json names; the independent implementation verifies the config signature from the
+document (it never imports photosafe.protocol.fleet); and the document's config and status
+constants, field tables, refusal codes and examples match the code and the vectors.
+
 The vectors are made by tests/vectors/make_vectors.py, which is run by hand (see its docstring).
 """
 
@@ -22,6 +28,7 @@ import base64
 import binascii
 import datetime as dt
 import hashlib
+import inspect
 import json
 import re
 import struct
@@ -45,7 +52,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 import photosafe.protocol
-from photosafe.protocol import ack, canonical, envelope, errors, topics
+from photosafe.daemon import remote_config
+from photosafe.protocol import ack, canonical, envelope, errors, fleet, topics
 from photosafe.protocol.ack import Receipt
 from photosafe.protocol.envelope import DeviceTrust, Header
 from photosafe.protocol.manifest import Manifest
@@ -58,6 +66,11 @@ DEVICE_ID: str = INDEX["device_id"]
 OPEN_AT = dt.datetime.fromisoformat(INDEX["open_at"])
 CAPTURES: list[dict[str, Any]] = INDEX["captures"]
 NEGATIVE: list[dict[str, Any]] = INDEX["negative"]
+OTHER_DEVICE_ID = "vector-device-02"
+FLEET: dict[str, Any] = INDEX["fleet"]
+CONFIGS: list[dict[str, Any]] = FLEET["configs"]
+CONFIG_NEGATIVE: list[dict[str, Any]] = FLEET["negative"]
+STATUSES: list[dict[str, Any]] = FLEET["statuses"]
 
 
 def _vector(name: str) -> bytes:
@@ -93,6 +106,16 @@ def vector_keys() -> VectorKeys:
         recipient=recipient,
         signing=signing,
     )
+
+
+@cache
+def fleet_key() -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(_vector(INDEX["files"]["fleet_key"]), None)
+    assert isinstance(key, Ed25519PrivateKey)
+    public = serialization.load_pem_public_key(_vector(INDEX["files"]["fleet_pub"]))
+    assert isinstance(public, Ed25519PublicKey)
+    assert public.public_bytes_raw() == key.public_key().public_bytes_raw()
+    return key
 
 
 def _crl(vector: Mapping[str, Any]) -> x509.CertificateRevocationList | None:
@@ -179,6 +202,55 @@ def test_code_refuses_the_negative_vector(vector: dict[str, Any]) -> None:
         else:
             _code_verify_ack(data, vector["device_id"])
     assert type(raised.value) is expected, f"{vector['why']}: got {raised.value!r}"
+
+
+def _code_verify_config(data: bytes, vector: Mapping[str, Any]) -> fleet.FleetConfig:
+    return fleet.verify_config(
+        data,
+        pinned=fleet.pin(fleet_key().public_key()),
+        device=vector["device_id"],
+        last_version=vector["last_version"],
+    )
+
+
+@pytest.mark.parametrize("vector", CONFIGS, ids=_ids(CONFIGS, "file"))
+def test_code_verifies_the_vector_config(vector: dict[str, Any]) -> None:
+    data = _vector(vector["file"])
+    config = _code_verify_config(data, vector)
+    assert config.model_dump(mode="json", exclude_none=True) == vector["config"]
+    assert canonical.dumps(vector["config"]).decode("ascii") == vector["config_bytes"]
+    assert config.key == FLEET["key_id"] == fleet.fleet_key_id(fleet_key().public_key())
+    assert FLEET["public_raw_hex"] == fleet_key().public_key().public_bytes_raw().hex()
+    assert config.device == DEVICE_ID
+    assert (
+        config.settings.recipient_key_id() == vector["recipient_kid"] == INDEX["recipient"]["kid"]
+    )
+    signed = fleet.CONFIG_CONTEXT + vector["config_bytes"].encode("ascii")
+    assert signed.hex() == vector["signed_bytes_hex"]
+    # Deterministic: today's code signs the same config to the same bytes.
+    assert fleet.sign_config(config, fleet_key()) == data
+
+
+@pytest.mark.parametrize("vector", CONFIG_NEGATIVE, ids=_ids(CONFIG_NEGATIVE, "name"))
+def test_code_refuses_the_negative_config_vector(vector: dict[str, Any]) -> None:
+    with pytest.raises(fleet.ConfigMessageRejected) as raised:
+        _code_verify_config(_vector(vector["file"]), vector)
+    assert raised.value.code == vector["expect"], f"{vector['why']}: got {raised.value!r}"
+
+
+@pytest.mark.parametrize("vector", STATUSES, ids=_ids(STATUSES, "file"))
+def test_code_reads_and_writes_the_vector_status(vector: dict[str, Any]) -> None:
+    data = _vector(vector["file"])
+    status = fleet.parse_status(data, device=vector["device_id"])
+    assert status.to_bytes() == data == canonical.dumps(vector["status"])
+    assert len(data) <= fleet.MAX_STATUS
+    with pytest.raises(fleet.StatusInvalid):
+        fleet.parse_status(data, device=OTHER_DEVICE_ID)
+
+
+def test_vector_will_is_the_links_last_will() -> None:
+    (will,) = [v for v in STATUSES if not v["status"]["online"]]
+    assert fleet.StationStatus(device=DEVICE_ID, online=False).to_bytes() == _vector(will["file"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,6 +341,44 @@ def test_doc_constants_match_the_code() -> None:
     assert "| `MAGIC` | `50 53 41 46 45 00 76 31` | 8 |" in _doc()
 
 
+def test_doc_fleet_constants_match_the_code() -> None:
+    assert spec_bytes("CONFIG_CONTEXT") == fleet.CONFIG_CONTEXT
+    assert len(fleet.CONFIG_CONTEXT) == 36
+    assert "| `CONFIG_CONTEXT` | `photosafe/v1 fleet config signature` then `00` | 36 |" in _doc()
+    assert spec_int("MAX_CONFIG") == fleet.MAX_CONFIG
+    assert spec_int("MAX_STATUS") == fleet.MAX_STATUS
+    assert spec_int("MAX_VERSION") == fleet.MAX_VERSION == 2**53 - 1
+    config = fleet.FleetConfig.model_json_schema()
+    assert config["properties"]["key"]["pattern"] == spec_str("KEY_ID_PATTERN")
+    assert config["properties"]["version"]["maximum"] == spec_int("MAX_VERSION")
+    location = fleet.FleetSettings.model_json_schema()["properties"]["location"]["anyOf"][0]
+    assert location["pattern"] == spec_str("LOCATION_PATTERN")
+    assert location["maxLength"] == 80
+    status = fleet.StationStatus.model_json_schema()["properties"]
+    for member in ("last_error", "config_error", "step"):
+        assert status[member]["anyOf"][0]["pattern"] == spec_str("ERROR_CODE_PATTERN")
+    assert status["version"]["anyOf"][0]["pattern"] == spec_str("SOFTWARE_VERSION_PATTERN")
+    assert status["config_version"]["anyOf"][0]["maximum"] == spec_int("MAX_VERSION")
+    assert f"{fleet.MAX_CONFIG} bytes (`MAX_CONFIG`)" in _doc()
+    assert f"{fleet.MAX_STATUS} bytes (`MAX_STATUS`)" in _doc()
+
+
+def _config_codes() -> set[str]:
+    """Every ConfigMessageRejected code in verify_config, and the station's own refusals."""
+    codes = set(re.findall(r'ConfigMessageRejected\(\s*"([^"]+)"', inspect.getsource(fleet)))
+    codes |= set(re.findall(r'_refuse\("([^"]+)"\)', inspect.getsource(remote_config)))
+    return codes
+
+
+def test_doc_config_codes_are_the_codes() -> None:
+    documented = _doc_table_names("errors:config")
+    assert documented == _config_codes()
+    assert {"no-fleet-key", "stale", "bad-signature"} <= documented
+    assert {v["expect"] for v in CONFIG_NEGATIVE} <= documented
+    for code in documented:  # each code names its step in the verification table
+        assert re.search(rf"^\| \d+ \| .* \| `{re.escape(code)}` \|$", _doc(), re.M), code
+
+
 @pytest.mark.parametrize(
     "device_id",
     ["a", "A9", "ward-a.01_x", "x" * 63, "x" * 64, "", "-lead", ".x", "a/b", "a+b", "a#", "ä"],
@@ -305,7 +415,13 @@ def _schema_paths(schema: dict[str, Any]) -> set[str]:
 
 @pytest.mark.parametrize(
     ("marker", "model"),
-    [("fields:header", Header), ("fields:manifest", Manifest), ("fields:receipt", Receipt)],
+    [
+        ("fields:header", Header),
+        ("fields:manifest", Manifest),
+        ("fields:receipt", Receipt),
+        ("fields:config", fleet.FleetConfig),
+        ("fields:status", fleet.StationStatus),
+    ],
 )
 def test_doc_field_tables_list_every_field_and_no_other(marker: str, model: type[Any]) -> None:
     assert _doc_table_names(marker) == _schema_paths(model.model_json_schema())
@@ -331,6 +447,27 @@ def test_doc_examples_are_the_vectors() -> None:
     )
     assert f"{chacha['header_length']} bytes" in _doc()
     assert f"{INDEX['manifest']['length']} bytes" in _doc()
+
+
+def test_doc_fleet_examples_are_the_vectors() -> None:
+    message = "docs/protocol.md example differs from tests/vectors: update the document"
+    (config,) = CONFIGS
+    data = _vector(config["file"])
+    assert spec_canonical(json.loads(_doc_block("example:config"))) == data, message
+    assert f"canonical line of\n{len(data)} bytes" in _doc(), message
+    online, offline = (_vector(v["file"]) for v in STATUSES)
+    assert spec_canonical(json.loads(_doc_block("example:status"))) == online, message
+    assert f"canonical line of {len(online)} bytes" in _doc(), message
+    assert _doc_block("example:will").encode("ascii") == offline, message
+    assert f"`tests/vectors/status-offline.json`, {len(offline)} bytes" in _doc(), message
+
+
+def test_doc_lists_every_config_vector() -> None:
+    for vector in CONFIG_NEGATIVE:
+        row = f"| `{vector['name']}` | "
+        assert row in _doc(), vector["name"]
+        line = _doc()[_doc().index(row) :].split("\n", 1)[0]
+        assert line.endswith(f"| {vector['last_version']} | `{vector['expect']}` |"), line
 
 
 def test_doc_lists_every_negative_vector() -> None:
@@ -973,3 +1110,262 @@ def test_code_ack_verifies_in_the_independent_implementation() -> None:
     receipt = spec_verify_ack(body, pinned=_spec_pin(keys.signing.public_key()), device=DEVICE_ID)
     assert receipt["status"] == "rejected"
     assert receipt["sealed_sha256"] == _sha256(b"sealed bytes")
+
+
+# --- Remote config (section 18), independently: no photosafe.protocol.fleet below ---
+
+_CONFIG_MEMBERS = {"v", "key", "device", "version", "issued_at", "settings"}
+_SETTINGS_MEMBERS = {"location", "profile", "thresholds", "recipient_public_key"}
+_THRESHOLDS = {
+    "min_focus": (float, 0, 100_000),
+    "max_shadows_clipped": (float, 0, 1),
+    "max_highlights_clipped": (float, 0, 1),
+    "min_width": (int, 64, 20_000),
+    "min_height": (int, 64, 20_000),
+    "patient_timeout_s": (float, 0, 1800),  # above 0
+}
+
+
+def spec_sign_config(config: dict[str, Any], fleet_signing_key: Ed25519PrivateKey) -> bytes:
+    """Section 18.3."""
+    signature = fleet_signing_key.sign(spec_bytes("CONFIG_CONTEXT") + spec_canonical(config))
+    return spec_canonical({"config": config, "sig": base64.b64encode(signature).decode()})
+
+
+def _spec_config_problem(config: dict[str, Any]) -> str | None:
+    """Section 18.2, the table: the member that is wrong, or None."""
+    if set(config) != _CONFIG_MEMBERS:
+        return "members"
+    version = config["version"]
+    if config["v"] != 1 or type(config["v"]) is not int:
+        return "v"
+    if type(version) is not int or not 1 <= version <= spec_int("MAX_VERSION"):
+        return "version"
+    if not _is_device_id(config["device"]):
+        return "device"
+    try:
+        issued = dt.datetime.fromisoformat(config["issued_at"])
+    except (TypeError, ValueError):
+        return "issued_at"
+    if issued.tzinfo is None:
+        return "issued_at"
+    settings = config["settings"]
+    if not isinstance(settings, dict) or not set(settings) <= _SETTINGS_MEMBERS:
+        return "settings"
+    settings = {name: value for name, value in settings.items() if value is not None}
+    location = settings.get("location", "x")
+    if not (
+        isinstance(location, str)
+        and len(location) <= 80
+        and re.fullmatch(spec_str("LOCATION_PATTERN"), location)
+    ):
+        return "settings.location"
+    thresholds = settings.get("thresholds", {})
+    if not isinstance(thresholds, dict) or not set(thresholds) <= set(_THRESHOLDS):
+        return "settings.thresholds"
+    for name, value in thresholds.items():
+        kind, low, high = _THRESHOLDS[name]
+        allowed = (int, float) if kind is float else (int,)
+        if value is None:
+            continue
+        if type(value) not in allowed or not low <= value <= high:
+            return f"settings.thresholds.{name}"
+        if name == "patient_timeout_s" and value <= 0:
+            return f"settings.thresholds.{name}"
+    if "recipient_public_key" in settings:
+        text = settings["recipient_public_key"]
+        try:
+            raw = base64.b64decode(text, validate=True) if isinstance(text, str) else b""
+        except binascii.Error:
+            raw = b""
+        if len(raw) != 32 or base64.b64encode(raw).decode() != text:
+            return "settings.recipient_public_key"
+    profile = settings.get("profile", {"kind": "ward"})
+    if not isinstance(profile, dict) or profile.get("kind") not in ("ward", "theatre"):
+        return "settings.profile"
+    if profile["kind"] == "ward" and profile.get("implied_categories"):
+        return "settings.profile.implied_categories"
+    return None
+
+
+def spec_verify_config(
+    data: bytes,
+    *,
+    pinned: Mapping[str, Ed25519PublicKey],
+    device: str,
+    last_version: int = 0,
+) -> dict[str, Any]:
+    """Section 18.4, steps 3 to 13; SpecError(code) names the step that failed."""
+    if len(data) > spec_int("MAX_CONFIG"):  # 3
+        raise SpecError("too-large")
+    try:  # 4
+        outer = spec_parse_canonical(data)
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise SpecError("malformed", "not canonical JSON") from exc
+    if not isinstance(outer, dict) or "config" not in outer:  # 5
+        raise SpecError("malformed", "no config")
+    if "sig" not in outer:  # 6
+        raise SpecError("unsigned")
+    if set(outer) != {"config", "sig"} or not isinstance(outer["config"], dict):  # 7
+        raise SpecError("malformed", "members")
+    config, sig = outer["config"], outer["sig"]
+    try:  # 8
+        signature = base64.b64decode(sig, validate=True) if isinstance(sig, str) else b""
+    except binascii.Error:
+        signature = b""
+    if len(signature) != 64 or base64.b64encode(signature).decode() != sig:
+        raise SpecError("malformed", "sig")
+    key = config.get("key")
+    public_key = pinned.get(key) if isinstance(key, str) else None
+    if public_key is None:  # 9
+        raise SpecError("unknown-key")
+    try:  # 10
+        public_key.verify(signature, spec_bytes("CONFIG_CONTEXT") + spec_canonical(config))
+    except InvalidSignature as exc:
+        raise SpecError("bad-signature") from exc
+    problem = _spec_config_problem(config)
+    if problem or re.fullmatch(spec_str("KEY_ID_PATTERN"), str(key)) is None:  # 11
+        raise SpecError("invalid", problem or "key")
+    if config["device"] != device:  # 12
+        raise SpecError("wrong-device")
+    if config["version"] <= last_version:  # 13
+        raise SpecError("stale")
+    return typing.cast(dict[str, Any], config)
+
+
+def _spec_fleet_pin() -> dict[str, Ed25519PublicKey]:
+    return _spec_pin(fleet_key().public_key())  # fleet key id: section 18.3 = section 4
+
+
+@pytest.mark.parametrize("vector", CONFIGS, ids=_ids(CONFIGS, "file"))
+def test_independent_implementation_verifies_the_vector_config(vector: dict[str, Any]) -> None:
+    data = _vector(vector["file"])
+    config = spec_verify_config(
+        data,
+        pinned=_spec_fleet_pin(),
+        device=vector["device_id"],
+        last_version=vector["last_version"],
+    )
+    assert config == vector["config"]
+    assert config["key"] == FLEET["key_id"]
+    assert spec_key_id(bytes.fromhex(FLEET["public_raw_hex"])) == FLEET["key_id"]
+    body = spec_canonical(config)
+    assert data.decode("ascii").startswith('{"config":' + body.decode("ascii") + ',"sig":"')
+    assert (spec_bytes("CONFIG_CONTEXT") + body).hex() == vector["signed_bytes_hex"]
+    raw = base64.b64decode(config["settings"]["recipient_public_key"])
+    assert spec_key_id(raw) == vector["recipient_kid"]
+    assert spec_sign_config(config, fleet_key()) == data  # Ed25519 is deterministic
+    # A station that applied it refuses the same message again (section 18.5).
+    with pytest.raises(SpecError, match="stale"):
+        spec_verify_config(
+            data, pinned=_spec_fleet_pin(), device=DEVICE_ID, last_version=config["version"]
+        )
+
+
+@pytest.mark.parametrize("vector", CONFIG_NEGATIVE, ids=_ids(CONFIG_NEGATIVE, "name"))
+def test_independent_implementation_refuses_the_config_with_the_same_code(
+    vector: dict[str, Any],
+) -> None:
+    with pytest.raises(SpecError) as raised:
+        spec_verify_config(
+            _vector(vector["file"]),
+            pinned=_spec_fleet_pin(),
+            device=vector["device_id"],
+            last_version=vector["last_version"],
+        )
+    assert raised.value.name == vector["expect"], f"{vector['why']}: got {raised.value}"
+
+
+_CONFIG_CASES: list[tuple[str, Callable[[dict[str, Any]], bytes], str]] = [
+    ("too large", lambda o: b" " * 8193, "too-large"),
+    ("not ascii", lambda o: spec_canonical(o).replace(b"Room", "R\u00f6om".encode()), "malformed"),
+    ("array", lambda o: b"[]", "malformed"),
+    ("unsigned", lambda o: spec_canonical({"config": o["config"]}), "unsigned"),
+    ("extra member", lambda o: spec_canonical({**o, "x": 1}), "malformed"),
+    ("sig not base64", lambda o: spec_canonical({**o, "sig": "!" * 88}), "malformed"),
+    ("sig short", lambda o: spec_canonical({**o, "sig": o["sig"][:84] + "===="}), "malformed"),
+    (
+        "key not a string",
+        lambda o: spec_canonical({**o, "config": {**o["config"], "key": 7}}),
+        "unknown-key",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "expect"),
+    [(c[1], c[2]) for c in _CONFIG_CASES],
+    ids=[c[0] for c in _CONFIG_CASES],
+)
+def test_code_and_independent_refuse_altered_configs_alike(
+    change: Callable[[dict[str, Any]], bytes], expect: str
+) -> None:
+    data = change(json.loads(_vector(CONFIGS[0]["file"])))
+    with pytest.raises(fleet.ConfigMessageRejected) as by_code:
+        fleet.verify_config(data, pinned=fleet.pin(fleet_key().public_key()), device=DEVICE_ID)
+    with pytest.raises(SpecError) as by_spec:
+        spec_verify_config(data, pinned=_spec_fleet_pin(), device=DEVICE_ID)
+    assert by_code.value.code == by_spec.value.name == expect
+
+
+@pytest.mark.parametrize(
+    ("settings", "valid"),
+    [
+        ({"thresholds": {"min_width": 1280.0}}, False),
+        ({"thresholds": {"min_focus": 120}}, True),
+        ({"thresholds": {"patient_timeout_s": 0.0}}, False),
+        ({"thresholds": {"max_shadows_clipped": 1.5}}, False),
+        ({"location": "Ward\n7"}, False),
+        ({"location": "x" * 81}, False),
+        ({"location": "Zo\u00eb ward"}, True),
+        ({"profile": {"kind": "ward", "implied_categories": ["x-ray"]}}, False),
+        ({"profile": {"kind": "theatre", "implied_categories": ["x-ray"]}}, True),
+        ({"recipient_public_key": base64.b64encode(bytes(31)).decode()}, False),
+        ({"colour": "red"}, False),
+        ({}, True),
+    ],
+)
+def test_code_and_independent_agree_on_signed_settings(
+    settings: dict[str, Any], valid: bool
+) -> None:
+    """The independent signer's messages: the code applies what the document allows."""
+    config = {
+        "v": 1,
+        "key": spec_key_id(fleet_key().public_key().public_bytes_raw()),
+        "device": DEVICE_ID,
+        "version": 1795593600,
+        "issued_at": "2026-11-25T09:00:00+01:00",
+        "settings": settings,
+    }
+    data = spec_sign_config(config, fleet_key())
+    pinned = fleet.pin(fleet_key().public_key())
+    if valid:
+        assert spec_verify_config(data, pinned=_spec_fleet_pin(), device=DEVICE_ID) == config
+        verified = fleet.verify_config(data, pinned=pinned, device=DEVICE_ID)
+        assert verified.version == config["version"]
+    else:
+        for verify in (
+            lambda: spec_verify_config(data, pinned=_spec_fleet_pin(), device=DEVICE_ID),
+            lambda: fleet.verify_config(data, pinned=pinned, device=DEVICE_ID),
+        ):
+            with pytest.raises((SpecError, fleet.ConfigMessageRejected)) as raised:
+                verify()
+            assert getattr(raised.value, "code", getattr(raised.value, "name", "")) == "invalid"
+
+
+def test_independent_implementation_verifies_what_the_fleet_manager_signs_now() -> None:
+    """Fresh output of today's code (make_config + sign_config), not only the stored vector."""
+    settings = fleet.FleetSettings(
+        location="Theatre 2",
+        recipient_public_key=fleet.recipient_key_b64(vector_keys().recipient.public_key()),
+    )
+    config = fleet.make_config(
+        fleet_key=fleet_key(), device=DEVICE_ID, version=1795593601, settings=settings
+    )
+    data = fleet.sign_config(config, fleet_key())
+    verified = spec_verify_config(data, pinned=_spec_fleet_pin(), device=DEVICE_ID, last_version=3)
+    assert verified["settings"] == {
+        "location": "Theatre 2",
+        "recipient_public_key": settings.recipient_public_key,
+    }
+    assert verified["issued_at"].endswith("Z")

@@ -1,21 +1,29 @@
-"""Write the wire-protocol test vectors in this folder (docs/protocol.md, section 20).
+"""Write the wire-protocol test vectors in this folder (docs/protocol.md, section 22).
 
 Run by hand from the repository root, never by the test suite:
 
-    .venv/bin/python tests/vectors/make_vectors.py
+    .venv/bin/python tests/vectors/make_vectors.py               # every file
+    .venv/bin/python tests/vectors/make_vectors.py --only fleet  # only the fleet vectors
 
-Every run rewrites every file here. The gateway recipient key, the gateway signing key and the
+A full run rewrites every file here. The gateway recipient key, the gateway signing key and the
 device key are derived from fixed seeds, and the image, manifest, capture id and times are fixed,
 so key ids, header bytes and manifest bytes come out the same each time. The CA key, certificate
 serial numbers, ECDSA signatures and HPKE ephemeral keys are random, so the certificates, sealed
 captures and acks change on every run: after regenerating, update the examples in
 docs/protocol.md that tests/test_vectors.py compares with these files, and commit both together.
 
+The fleet vectors (fleet signing key, signed config messages, station statuses: docs/protocol.md
+sections 18, 19 and 22) are fully deterministic: the fleet key derives from a fixed seed, Ed25519
+signatures are deterministic and every time is fixed. `--only fleet` rewrites just those files
+and the `fleet` part of vectors.json (plus its fleet entries in `files`), leaving the CA,
+certificates, captures and acks alone.
+
 All private keys written here are TEST-ONLY and public. Never deploy them.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime as dt
 import hashlib
@@ -34,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
 from PIL import Image, ImageDraw
 
-from photosafe.protocol import ack, canonical, envelope
+from photosafe.protocol import ack, canonical, envelope, fleet
 from photosafe.protocol.consent import ExplicitConsent, Purpose, StationKind, StationProfile
 from photosafe.protocol.manifest import (
     BodySite,
@@ -250,7 +258,38 @@ def inner_layout(sealed: bytes, recipient: X25519PrivateKey) -> dict[str, int]:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--only",
+        choices=["fleet"],
+        help="rewrite only these vectors (and their part of vectors.json)",
+    )
+    if parser.parse_args(argv).only == "fleet":
+        write_fleet_only()
+    else:
+        write_all()
+    print(f"wrote {len(_WRITTEN)} files to {OUT}")
+
+
+def _recipient_key() -> X25519PrivateKey:
+    return X25519PrivateKey.from_private_bytes(_seed("gateway recipient key"))
+
+
+def _write_index(index: dict[str, Any]) -> None:
+    _write("vectors.json", json.dumps(index, indent=2, sort_keys=True).encode() + b"\n")
+
+
+def write_fleet_only() -> None:
+    """The fleet vectors, merged into the existing vectors.json; nothing else changes."""
+    index = json.loads((OUT / "vectors.json").read_text(encoding="utf-8"))
+    files, section = fleet_vectors(_recipient_key().public_key())
+    index["files"].update(files)
+    index["fleet"] = section
+    _write_index(index)
+
+
+def write_all() -> None:
     # Keys and certificates.
     ca = pki.new_authority("PhotoSafe test-vector device CA", days=VALID_DAYS, now=ISSUED)
     foreign_ca = pki.new_authority("Some other CA", days=VALID_DAYS, now=ISSUED)
@@ -267,7 +306,7 @@ def main() -> None:
         foreign_ca, DEVICE_ID, device_key.public_key(), days=VALID_DAYS, now=ISSUED
     )
     crl = pki.revocation_list(ca, [device_cert.serial_number], now=ISSUED, days=VALID_DAYS)
-    recipient = X25519PrivateKey.from_private_bytes(_seed("gateway recipient key"))
+    recipient = _recipient_key()
     signing = Ed25519PrivateKey.from_private_bytes(_seed("gateway signing key"))
     recipient_pub = recipient.public_key()
 
@@ -413,8 +452,9 @@ def main() -> None:
         "acks": acks,
         "negative": negatives,
     }
-    _write("vectors.json", json.dumps(index, indent=2, sort_keys=True).encode() + b"\n")
-    print(f"wrote {len(_WRITTEN)} files to {OUT}")
+    fleet_files, index["fleet"] = fleet_vectors(recipient_pub)
+    files.update(fleet_files)
+    _write_index(index)
 
 
 def _negatives(
@@ -668,6 +708,173 @@ def _negatives(
         "'sig' decodes to the right 64 bytes, but its last symbol has unused bits set",
     )
     return out
+
+
+# -- fleet: remote config and station status (docs/protocol.md sections 18 and 19) -------------
+
+CONFIG_ISSUED = dt.datetime(2026, 11, 25, 8, 0, tzinfo=dt.UTC)
+CONFIG_VERSION = 3
+STATUS_AT = dt.datetime(2026, 11, 25, 9, 31, 0, tzinfo=dt.UTC)
+
+
+def vector_settings(recipient: X25519PublicKey) -> fleet.FleetSettings:
+    """Location (non-ASCII on purpose), some thresholds, and the gateway key to seal to."""
+    return fleet.FleetSettings.model_validate_json(
+        canonical.dumps(
+            {
+                "location": "Dermatology OPD \u2013 Room 2",
+                "thresholds": {
+                    "min_focus": 120.0,
+                    "max_shadows_clipped": 0.2,
+                    "min_width": 1280,
+                    "patient_timeout_s": 90.0,
+                },
+                "recipient_public_key": fleet.recipient_key_b64(recipient),
+            }
+        )
+    )
+
+
+def fleet_vectors(recipient: X25519PublicKey) -> tuple[dict[str, str], dict[str, Any]]:
+    """Write the fleet files; return their `files` entries and the `fleet` part of the index."""
+    fleet_key = Ed25519PrivateKey.from_private_bytes(_seed("fleet signing key"))
+    stranger = Ed25519PrivateKey.from_private_bytes(_seed("unpinned fleet signing key"))
+    settings = vector_settings(recipient)
+
+    def signed(
+        version: int = CONFIG_VERSION,
+        device: str = DEVICE_ID,
+        key: Ed25519PrivateKey = fleet_key,
+    ) -> bytes:
+        config = fleet.make_config(
+            fleet_key=key, device=device, version=version, settings=settings, now=CONFIG_ISSUED
+        )
+        return fleet.sign_config(config, key)
+
+    files = {
+        "fleet_key": _write("fleet-signing.key.pem", _pkcs8(fleet_key)),
+        "fleet_pub": _write(
+            "fleet-signing.pub.pem",
+            fleet_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
+        ),
+    }
+    good = signed()
+    outer = json.loads(good)
+    configs = [
+        {
+            "file": _write(f"config-v{CONFIG_VERSION}.json", good),
+            "device_id": DEVICE_ID,
+            "last_version": 0,
+            "config": outer["config"],
+            "config_bytes": canonical.dumps(outer["config"]).decode("ascii"),
+            "signed_bytes_hex": (fleet.CONFIG_CONTEXT + canonical.dumps(outer["config"])).hex(),
+            "sig": outer["sig"],
+            "recipient_kid": envelope.key_id(recipient),
+        }
+    ]
+
+    negatives: list[dict[str, Any]] = []
+
+    def negative(
+        name: str,
+        data: bytes | None,
+        expect: str,
+        why: str,
+        *,
+        last_version: int = 0,
+        file: str | None = None,
+    ) -> None:
+        negatives.append(
+            {
+                "name": name,
+                "kind": "config",
+                "file": file or _write(f"{name}.json", data or b""),
+                "expect": expect,
+                "why": why,
+                "device_id": DEVICE_ID,
+                "last_version": last_version,
+            }
+        )
+
+    altered = {**outer, "config": {**outer["config"], "settings": {"location": "Theatre 1"}}}
+    negative(
+        "neg-config-bad-signature",
+        canonical.dumps(altered),
+        "bad-signature",
+        "settings replaced after signing (still canonical, same pinned key id)",
+    )
+    negative(
+        "neg-config-unknown-key",
+        signed(key=stranger),
+        "unknown-key",
+        "validly signed by a fleet key the station does not pin",
+    )
+    negative(
+        "neg-config-other-device",
+        signed(device=OTHER_DEVICE_ID),
+        "wrong-device",
+        f"validly signed by the pinned key, but for {OTHER_DEVICE_ID}",
+    )
+    negative(
+        "neg-config-stale",
+        signed(version=CONFIG_VERSION - 1),
+        "stale",
+        f"validly signed version {CONFIG_VERSION - 1}; the station has applied "
+        f"version {CONFIG_VERSION}",
+        last_version=CONFIG_VERSION,
+    )
+    negative(
+        "neg-config-replayed",
+        None,
+        "stale",
+        f"config-v{CONFIG_VERSION}.json again, after the station applied it (same version)",
+        last_version=CONFIG_VERSION,
+        file=configs[0]["file"],
+    )
+    negative(
+        "neg-config-not-canonical",
+        json.dumps(outer, sort_keys=True, separators=(", ", ": ")).encode("ascii"),
+        "malformed",
+        "the good message re-encoded with spaces after ',' and ':'",
+    )
+
+    online = fleet.StationStatus(
+        device=DEVICE_ID,
+        online=True,
+        at=STATUS_AT,
+        version="0.1.0",
+        profile=StationProfile(kind=StationKind.WARD),
+        cert_days_left=7000,
+        clock_synchronised=True,
+        outbox=0,
+        config_version=CONFIG_VERSION,
+        step="need-operator",
+    )
+    will = fleet.StationStatus(device=DEVICE_ID, online=False)
+    statuses = [
+        {
+            "file": _write("status-online.json", online.to_bytes()),
+            "what": "a running station after applying config-v3.json",
+            "device_id": DEVICE_ID,
+            "status": json.loads(online.to_bytes()),
+        },
+        {
+            "file": _write("status-offline.json", will.to_bytes()),
+            "what": "the last will (and what a station publishes when it stops cleanly)",
+            "device_id": DEVICE_ID,
+            "status": json.loads(will.to_bytes()),
+        },
+    ]
+    section = {
+        "key_id": fleet.fleet_key_id(fleet_key.public_key()),
+        "public_raw_hex": fleet_key.public_key().public_bytes_raw().hex(),
+        "configs": configs,
+        "negative": negatives,
+        "statuses": statuses,
+    }
+    return files, section
 
 
 if __name__ == "__main__":
