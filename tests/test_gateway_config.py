@@ -55,6 +55,7 @@ def test_relative_paths_resolve_against_the_config_folder(site: Site, tmp_path: 
     assert '"client.key"' in text
     config = load_config(path)
     assert config.broker.key_file == site.gateway_key
+    assert config.sink.kind == "folder"
     assert config.sink.path == folder / "records"
 
 
