@@ -250,7 +250,7 @@ def station_status(
 ) -> StationStatus:
     """The retained status estates see (`photosafe-gateway fleet`); no patient data fits in it."""
     now = dt.datetime.now(dt.UTC)
-    outbox = status.get("outbox")
+    outbox, last_error = status.get("outbox"), status.get("last_error")
     return StationStatus(
         device=config.device_id,
         online=True,
@@ -263,6 +263,7 @@ def station_status(
         config_version=remote.version or None,
         config_error=remote.error,
         step=workflow.step.value,
+        last_error=last_error if isinstance(last_error, str) else None,
     )
 
 

@@ -141,6 +141,7 @@ class StationLoop:
         self._clock = clock
         self.connected = False
         self.stopping_since: float | None = None
+        self.last_error: str | None = None  # a short code for the fleet status, never free text
 
     def run(self) -> dict[str, int]:
         """Handle events until stopped and drained; returns the delivery counts."""
@@ -173,10 +174,14 @@ class StationLoop:
                 self._status()
             case LinkDown(reason):
                 self.connected = False
+                self.last_error = "link-down"
                 log.info("station.link_down", extra={"reason": reason})
                 self._status()
             case PublishResult(mid, refusal):
                 self.delivery.publish_result(mid, refusal)
+                if refusal is not None:
+                    self.last_error = "publish-refused"
+                    self._status()
             case AckEvent(payload):
                 self._show(self.delivery.ack_message(payload))
             case ConfigEvent(payload):
@@ -195,6 +200,7 @@ class StationLoop:
             if isinstance(notice, Stored):
                 self.indicator.show(Signal.STORED, f"capture {short} stored in the record")
             elif isinstance(notice, NotStored):
+                self.last_error = "not-stored"
                 self.indicator.show(Signal.NOT_STORED, f"capture {short} {notice.reason}: retake")
         if notices:
             self._status()
@@ -204,5 +210,6 @@ class StationLoop:
             {
                 "outbox": self.delivery.pending(),
                 "step": self.workflow.step.value,
+                "last_error": self.last_error,
             }
         )

@@ -169,6 +169,7 @@ def test_gateway_down_captures_pend_then_expire_visibly(harness: Harness) -> Non
     assert Signal.STORED not in station.indicator.signals
     detail = next(d for s, d in station.indicator.shown if s is Signal.NOT_STORED)
     assert detail is not None and "retake" in detail
+    assert station.station.loop.last_error == "not-stored"  # what the fleet status reports
     assert station.stop()["not_stored"] == 1
 
 
