@@ -3,17 +3,21 @@
 It reads the config, takes each part's backend as the station would (the environment overrides
 `PHOTOSAFE_CAMERA`, `_SCANNER`, `_INDICATOR`, `_BUTTON` and `_DISPLAY` included), and looks for
 what that backend needs: the library, the device node, the permission, the device itself. Every
-answer is one line, `ok` or `MISSING`, in words an engineer at the station can act on; the exit
-status is 1 when anything is missing, else 0. Without a usable config it says why, then checks
-for the hardware of a Raspberry Pi station (picamera2, evdev, gpiozero).
+answer is one line, `ok` or `MISSING`, in words an engineer at the station can act on. Then the
+operational checks (doctor_ops.py): key and certificate, CA, gateway and fleet keys, the broker
+over TLS as this station, clock, swap, core dumps and the unit's sandbox, each `ok`, `WARNING`
+(the station can work; look at it) or `FAILED`. The exit status is 1 when anything is missing or
+failed, else 0: warnings alone do not fail. Without a usable config it says why, then checks for
+the hardware of a Raspberry Pi station (picamera2, evdev, gpiozero).
 
 Each check is a small function `(Wanted, Machine) -> Finding | None` (None: does not apply to
 this configuration) in `CHECKS`; more can be added there. `Machine` is where the checks look,
-so tests can point them at a fake /dev and /sys.
+so tests can point them at a fake /dev, /sys and /proc, a clock and a broker probe.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.util
 import os
 import pwd
@@ -25,13 +29,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, TextIO
 
+from photosafe.daemon import doctor_ops
 from photosafe.daemon.config import ConfigError, StationConfig, load_config
+from photosafe.daemon.doctor_ops import OPERATIONS, Finding
+from photosafe.daemon.hardening import clock_synchronised
 from photosafe.drivers import backends
 from photosafe.drivers.display import DisplayError
 from photosafe.drivers.errors import DriverError
 from photosafe.drivers.scanner_hid import InputDeviceInfo, list_input_devices, select_device
 
-__all__ = ["CHECKS", "Finding", "Machine", "Wanted", "diagnose", "run"]
+__all__ = ["CHECKS", "HARDWARE", "Finding", "Machine", "Wanted", "diagnose", "run"]
 
 PARTS = ("camera", "scanner", "indicator", "button", "display")
 _LABELS = {"indicator": "lights"}  # what the engineer calls them
@@ -53,22 +60,14 @@ PI_STATION = {
 
 
 @dataclass(frozen=True)
-class Finding:
-    part: str  # "config", "camera", "scanner", "lights", "button", "display"
-    ok: bool
-    message: str
-
-    def __str__(self) -> str:
-        return f"{'ok' if self.ok else 'MISSING':<9}{self.part}: {self.message}"
-
-
-@dataclass(frozen=True)
 class Wanted:
     """The backend chosen for each part, and which environment variable chose it (if one did)."""
 
     names: Mapping[str, str | None]
     overridden: Mapping[str, str] = field(default_factory=dict)
     assumed: bool = False  # no usable config: a Raspberry Pi station's backends
+    config: StationConfig | None = None  # for the operational checks
+    environ: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, config: StationConfig | None, environ: Mapping[str, str]) -> Wanted:
@@ -81,7 +80,7 @@ class Wanted:
             if override and override != configured:
                 overridden[part] = _VARIABLES[part]
             names[part] = override or configured
-        return cls(names, overridden, assumed=config is None)
+        return cls(names, overridden, assumed=config is None, config=config, environ=dict(environ))
 
 
 def _importable(module: str) -> bool:
@@ -103,9 +102,19 @@ class Machine:
         gpio: Callable[[], str | None] | None = None,
         cameras: Callable[[], list[str]] | None = None,
         input_devices: Callable[[Path], Sequence[InputDeviceInfo]] | None = None,
+        proc: Path = Path("/proc"),
+        clock: Callable[[], bool | None] = clock_synchronised,
+        now: Callable[[], dt.datetime] = doctor_ops.utcnow,
+        core_limit: Callable[[], tuple[int, int]] = doctor_ops.core_limit,
+        broker_timeout_s: float = 5.0,
     ) -> None:
         self.dev = dev
         self.sys = sys_root
+        self.proc = proc
+        self.clock = clock
+        self.now = now
+        self.core_limit = core_limit
+        self.broker_timeout_s = broker_timeout_s
         self.importable = importable
         self._gpio = gpio or _probe_gpio
         self._cameras = cameras or _probe_cameras
@@ -126,6 +135,10 @@ class Machine:
 
     def input_devices(self) -> Sequence[InputDeviceInfo]:
         return self._input_devices(self.dev / "input")
+
+    def probe_broker(self, config: StationConfig) -> Finding:
+        """Connect to the configured broker as this station (doctor_ops.probe_broker)."""
+        return doctor_ops.probe_broker(config, self.broker_timeout_s)
 
     def nodes(self, pattern: str) -> list[Path]:
         return sorted(self.dev.glob(pattern)) if self.dev.is_dir() else []
@@ -334,7 +347,7 @@ def check_framebuffer(wanted: Wanted, machine: Machine) -> Finding | None:
     return Finding("display", True, f"{device}: {g.width}x{g.height}, {g.pixel_format}")
 
 
-CHECKS: list[Check] = [
+HARDWARE: list[Check] = [
     _backend("camera"),
     check_picamera2_installed,
     check_camera_present,
@@ -348,6 +361,7 @@ CHECKS: list[Check] = [
     _backend("display"),
     check_framebuffer,
 ]
+CHECKS: list[Check] = [*HARDWARE, *OPERATIONS]
 
 
 def diagnose(wanted: Wanted, machine: Machine, checks: Sequence[Check] = CHECKS) -> list[Finding]:
@@ -360,6 +374,7 @@ def run(
     machine: Machine | None = None,
     environ: Mapping[str, str] | None = None,
     out: TextIO | None = None,
+    checks: Sequence[Check] = CHECKS,
 ) -> int:
     """`photosafe doctor`: prints one line per finding; 0 if the station can work, else 1."""
     out = out or sys.stdout
@@ -378,11 +393,14 @@ def run(
         findings.append(
             Finding("config", True, f"station {config.device_id} ({s.kind.value}, {s.location})")
         )
-    findings += diagnose(Wanted.of(config, environ), machine or Machine())
+    findings += diagnose(Wanted.of(config, environ), machine or Machine(), checks)
     print(f"photosafe doctor: {config_path}", file=out)
     for finding in findings:
         print(f"  {finding}", file=out)
-    missing = sum(not f.ok for f in findings)
+    missing = sum(f.failure for f in findings)
+    warned = sum(f.warning for f in findings)
+    if warned:
+        print(f"{warned} warning(s): the station can work; see what each says.", file=out)
     if missing:
         print(f"{missing} problem(s): this station cannot work as configured.", file=out)
         return 1

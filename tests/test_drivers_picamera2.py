@@ -429,14 +429,14 @@ def test_bad_options_are_refused(options: dict[str, Any]) -> None:
 def test_registered_as_picamera2(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PHOTOSAFE_CAMERA", raising=False)
     adapter = FakeAdapter()
-    # build_station passes width, height, quality and canary=None to every camera backend.
+    # build_station passes width, height and quality to every camera backend (a canary only to
+    # the simulated one).
     camera = camera_backend(
         "picamera2",
         adapter_factory=lambda: adapter,
         width=640,
         height=480,
         quality=90,
-        canary=None,
     )
     assert isinstance(camera, Picamera2Camera)
     camera.start()
