@@ -44,7 +44,7 @@ pytest: install
 	$(BIN)/pytest -q -p no:cacheprovider
 
 demo: install
-	$(BIN)/python -m photosafe.provisioning.demo $(if $(DIR),--dir $(DIR),)
+	$(BIN)/python -m photosafe.provisioning.demo $(if $(DIR),--dir $(DIR),) $(if $(PACS),--pacs $(PACS),)
 
 # Benchmarks report ratios to a floor measured in the same run; they never gate CI.
 bench: install

@@ -159,7 +159,7 @@ def build_station(
     keys = load_keys(config)
     events = EventQueue()
     camera = camera or _camera(config.drivers)
-    scanner = scanner or _scanner(config.drivers, camera)
+    scanner = scanner or _scanner(config.drivers, camera, events)
     indicator = indicator or _indicator(config.drivers)
     button = button or _button(config.drivers)
     display = display or _display(config.drivers)
@@ -314,7 +314,7 @@ def _camera(d: DriverSettings) -> Camera:
     return backends.camera_backend(name, **options)
 
 
-def _scanner(d: DriverSettings, camera: Camera) -> Scanner:
+def _scanner(d: DriverSettings, camera: Camera, events: EventQueue) -> Scanner:
     name = backends.chosen("PHOTOSAFE_SCANNER", d.scanner)
     options: dict[str, Any] = {}
     if name == "evdev":
@@ -323,6 +323,8 @@ def _scanner(d: DriverSettings, camera: Camera) -> Scanner:
             "vendor": d.scanner_vendor,
             "product": d.scanner_product,
             "keymap": d.keymap,
+            # A garbled or overlong burst is shown as REFUSED, so the clinician scans again.
+            "on_refused": lambda refused: events.scan_refused(str(refused.reason)),
         }
     return backends.scanner_backend(name, camera=camera, **options)
 

@@ -34,6 +34,11 @@ class ScanEvent:
 
 
 @dataclass(frozen=True)
+class ScanRefusedEvent:
+    reason: str  # the scanner's code (garbled, overlong, ...); never the scanned text
+
+
+@dataclass(frozen=True)
 class ButtonEvent:
     pass
 
@@ -70,7 +75,15 @@ class StopEvent:
 
 
 Event = (
-    ScanEvent | ButtonEvent | LinkUp | LinkDown | PublishResult | AckEvent | ConfigEvent | StopEvent
+    ScanEvent
+    | ScanRefusedEvent
+    | ButtonEvent
+    | LinkUp
+    | LinkDown
+    | PublishResult
+    | AckEvent
+    | ConfigEvent
+    | StopEvent
 )
 
 
@@ -91,6 +104,10 @@ class EventQueue(LinkListener):
 
     def scan(self, scan: Scan) -> None:
         self.post(ScanEvent(scan))
+
+    def scan_refused(self, reason: str) -> None:
+        """The scanner read something that is not a usable scan (a hardware scanner's refusal)."""
+        self.post(ScanRefusedEvent(reason))
 
     def press(self) -> None:
         self.post(ButtonEvent())
@@ -167,6 +184,9 @@ class StationLoop:
         match event:
             case ScanEvent(scan):
                 self.workflow.scan(classify(scan.wire_text, self.rules))
+            case ScanRefusedEvent(reason):
+                log.info("scan.refused", extra={"reason": reason})
+                self.indicator.show(Signal.REFUSED, f"scan not read ({reason}): scan again")
             case ButtonEvent():
                 self.workflow.press()
             case LinkUp():

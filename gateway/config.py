@@ -228,8 +228,9 @@ class DicomWebSinkSection(BaseModel):
     model_config = _SECTION
     kind: Literal["dicomweb"] = Field(description="File into a PACS with DICOMweb STOW-RS.")
     url: str = Field(
-        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
-        description="The PACS's DICOMweb root, e.g. https://pacs.example.nhs.uk/dicom-web.",
+        pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?$",
+        description="The PACS's DICOMweb root, e.g. https://pacs.example.nhs.uk/dicom-web "
+        "(no user:password@ in it: credentials go in files).",
     )
     username: str | None = Field(
         default=None, min_length=1, description="HTTP basic auth user; needs password_file."
@@ -274,13 +275,11 @@ class DicomWebSinkSection(BaseModel):
         return read(self.password_file), read(self.token_file)
 
     def summary(self) -> str:
-        auth = (
-            f"basic auth as {self.username}"
-            if self.username
-            else "bearer token"
-            if self.token_file
-            else "no auth"
-        )
+        auth = "no auth"
+        if self.username:
+            auth = f"basic auth as {self.username}"
+        elif self.token_file:
+            auth = "bearer token"
         check = "verified by WADO-RS" if self.verify else "store answer trusted"
         return f"dicomweb STOW-RS {self.url} ({auth}; {check}; timeout {self.timeout_s}s)"
 

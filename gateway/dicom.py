@@ -3,13 +3,16 @@
     build_instance(opened) -> pydicom Dataset     (InvalidInstance if the manifest cannot make one)
     validate(dataset)      -> Part 10 bytes        (InvalidInstance if the result is not valid)
 
-The JPEG is filed exactly as the station sealed it: encapsulated, never decoded or re-encoded (an
-odd-length JPEG gets the one trailing zero byte DICOM requires of every fragment),
-under the JPEG Baseline transfer syntax (so only baseline, 8-bit, SOF0 JPEGs are accepted). The
-instance carries the manifest faithfully or not at all: a value that does not fit its DICOM value
-representation (a body-site label longer than a Code Meaning may be, a patient name with a DICOM
-delimiter in it, a site name too long for Institution Name) raises InvalidInstance naming the
-attribute, and the capture is answered `rejected` with that reason; nothing is truncated.
+The JPEG is filed exactly as the station sealed it, encapsulated under the JPEG Baseline transfer
+syntax, never decoded or re-encoded (so only baseline 8-bit SOF0 JPEGs are accepted; an odd-length
+JPEG gets the one trailing zero byte DICOM requires of every fragment).
+
+The instance carries the manifest faithfully or not at all: a value that does not fit its DICOM
+value representation (a body-site label longer than a Code Meaning may be, a patient name with a
+DICOM delimiter in it, a site name too long for Institution Name) raises InvalidInstance naming
+the attribute, and the capture is answered `rejected` with that reason; nothing is truncated.
+The dataset carries a preamble and complete file meta, so every writer (dicomweb-client's does
+not enforce the file format) sends a Part 10 file.
 
 Attributes and why (manifest field -> DICOM):
 
@@ -268,6 +271,7 @@ def build_instance(opened: Opened, *, software_version: str | None = None) -> Da
     _consent(ds, opened)
     _pixels(ds, manifest, frame, opened.image)
     ds.file_meta = _file_meta(uids.instance)
+    ds.preamble = b"\x00" * 128
     return ds
 
 
@@ -387,7 +391,11 @@ def _pixels(ds: Dataset, manifest: Manifest, frame: JpegFrame, jpeg: bytes) -> N
 
 
 def _file_meta(instance: str) -> FileMetaDataset:
+    """Complete, so that any `dcmwrite` (dicomweb-client's does not enforce the file format)
+    writes a Part 10 file: the group length is recomputed on every write."""
     meta = FileMetaDataset()
+    meta.FileMetaInformationGroupLength = 0
+    meta.FileMetaInformationVersion = b"\x00\x01"
     meta.MediaStorageSOPClassUID = VLPhotographicImageStorage
     meta.MediaStorageSOPInstanceUID = UID(instance)
     meta.TransferSyntaxUID = JPEGBaseline8Bit
@@ -475,16 +483,19 @@ def validate(ds: Dataset) -> bytes:
             _check(element.VR, element.value, element.keyword or str(element.tag))
     out = io.BytesIO()
     try:
-        pydicom.dcmwrite(out, ds, enforce_file_format=True)
-        back = pydicom.dcmread(io.BytesIO(out.getvalue()))
+        pydicom.dcmwrite(out, ds)  # as the transports write it: no format enforced
+        back = pydicom.dcmread(io.BytesIO(out.getvalue()))  # not forced: must be Part 10
         frames = list(generate_frames(back.PixelData, number_of_frames=1))
     except (InvalidDicomError, ValueError, TypeError, AttributeError, KeyError) as exc:
         raise InvalidInstance(f"the instance does not encode: {type(exc).__name__}") from None
     same = all(back.get(k) == ds.get(k) for k in ("SOPInstanceUID", "PatientID", "Rows"))
     if not same or frames != list(generate_frames(ds.PixelData, number_of_frames=1)):
         raise InvalidInstance("the encoded instance does not read back as built")
-    if back.file_meta.TransferSyntaxUID != JPEGBaseline8Bit:
-        raise InvalidInstance("the encoded instance lost its transfer syntax")
+    meta = back.file_meta
+    if meta.get("TransferSyntaxUID") != JPEGBaseline8Bit or not all(
+        k in meta for k in ("FileMetaInformationGroupLength", "FileMetaInformationVersion")
+    ):
+        raise InvalidInstance("the encoded instance lost its file meta information")
     return out.getvalue()
 
 

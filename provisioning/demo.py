@@ -5,11 +5,19 @@ camera and scanner, plays a scan script (staff badge, GS1 wristband, consent car
 waits for the gateway's signed receipt, stops everything it started, and prints what the
 gateway filed. The simulated camera hides a canary byte pattern in every image: afterwards it
 must be found in the gateway's record and nowhere else on disk. Only the site folder remains.
+
+With `--pacs orthanc` (`make demo PACS=orthanc`) the gateway files into a sandbox PACS instead of
+a folder: Orthanc with its DICOMweb plugin (Debian: orthanc, orthanc-dicomweb) keeping its
+storage in the site folder, the capture sent as a DICOM VL Photographic Image over STOW-RS. The
+demo reads the instance back from Orthanc and prints the study's link in Orthanc Explorer;
+Orthanc keeps running until Enter when the demo runs in a terminal.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -18,15 +26,20 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from biip.checksums import gs1_standard_check_digit
 
-from photosafe.provisioning.sandbox import build_site, free_port
+from photosafe.provisioning.sandbox import Site, build_site, free_port
 from photosafe.provisioning.site_configs import (
     SANDBOX_NHS_PREFIX,
+    SinkSettings,
     write_gateway_config,
+    write_orthanc_config,
     write_station_config,
 )
 
@@ -45,8 +58,11 @@ SCRIPT = (
     "STAFF-123456",  # the clinician's badge
     demo_wristband(),  # the patient's wristband
     "PSC1:CONSENT:EXPLICIT:CARE:NODEID",  # consent card: care only, no de-identified use
+    "PSC1:BODYSITE:14975008:LEFT",  # body-site card: left forearm
     "PSC1:CAPTURE",  # capture card (or the button)
 )
+PACS_CHOICES = ("orthanc",)
+ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"  # Debian installs it in sbin
 
 
 def _command(name: str) -> str:
@@ -98,15 +114,102 @@ class Process:
         return self.proc.returncode
 
 
-def run_demo(root: Path) -> int:
+class SandboxPacs:
+    """Orthanc for the demo: config and storage in `<site>/pacs/`, on free loopback ports."""
+
+    def __init__(self, root: Path) -> None:
+        self.folder = root / "pacs"
+        self.http_port, self.dicom_port = free_port(), free_port()
+        self.config = write_orthanc_config(
+            self.folder, http_port=self.http_port, dicom_port=self.dicom_port
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def raw(self, path: str) -> bytes:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as response:  # noqa: S310
+            data: bytes = response.read()
+        return data
+
+    def get(self, path: str) -> Any:
+        return json.loads(self.raw(path))
+
+    def records(self) -> list[Record]:
+        """Every instance Orthanc holds, read back through its REST API."""
+        found = []
+        for instance in self.get("/instances"):
+            tags = self.get(f"/instances/{instance}/simplified-tags")
+            study = self.get(f"/instances/{instance}/study")["ID"]
+            region = (tags.get("AnatomicRegionSequence") or [{}])[0]
+            details = (
+                f"PatientID {tags.get('PatientID')} (issuer {tags.get('IssuerOfPatientID')}), "
+                f"SNOMED CT {region.get('CodeValue', '-')} {region.get('CodeMeaning', '')}, "
+                f"laterality {tags.get('ImageLaterality', '-')}, "
+                f"SOP Instance UID {tags.get('SOPInstanceUID')}"
+            )
+            found.append(
+                Record(
+                    where=f"Orthanc instance {instance}",
+                    image=self.raw(f"/instances/{instance}/frames/0/raw"),
+                    details=details,
+                    link=f"{self.url}/app/explorer.html#study?uuid={study}",
+                )
+            )
+        return found
+
+
+@dataclass(frozen=True)
+class Record:
+    """One capture the gateway filed, as the record store holds it."""
+
+    where: str
+    image: bytes
+    details: str
+    link: str | None = None
+
+
+def run_demo(root: Path, pacs: str | None = None) -> int:
     if root.exists():
         shutil.rmtree(root)
     print(f"1. building a site in a box in {root}/")
     site = build_site(root, [DEVICE], port=free_port())
     canary = secrets.token_hex(16)
     station_toml = write_station_config(site, DEVICE, canary_hex=canary)
+    if pacs == "orthanc":
+        return _run_with_orthanc(root, site, station_toml, canary)
     records = root / "records"
     gateway_toml = write_gateway_config(site, records)
+    stored = _capture(root, site, station_toml, gateway_toml)
+    return _report(root, records, _folder_records(root, records), canary, stored)
+
+
+def _run_with_orthanc(root: Path, site: Site, station_toml: Path, canary: str) -> int:
+    if not Path(ORTHANC).exists():
+        print("Orthanc is not installed (apt: orthanc orthanc-dicomweb)", file=sys.stderr)
+        return 1
+    pacs = SandboxPacs(root)
+    sink: SinkSettings = {"kind": "dicomweb", "url": f"{pacs.url}/dicom-web", "timeout_s": 10}
+    gateway_toml = write_gateway_config(site, pacs.folder, sink=sink)
+    print(f"1b. starting Orthanc, the sandbox PACS: {pacs.url}, DICOM port {pacs.dicom_port}")
+    orthanc = Process("orthanc", [ORTHANC, str(pacs.config)])
+    try:
+        if not orthanc.wait_for("Orthanc has started", 20):
+            print("Orthanc did not start", file=sys.stderr)
+            return 1
+        stored = _capture(root, site, station_toml, gateway_toml)
+        code = _report(root, pacs.folder, pacs.records(), canary, stored)
+        if stored:
+            _keep_open(pacs)
+        return code
+    finally:
+        orthanc.stop()
+
+
+def _capture(root: Path, site: Site, station_toml: Path, gateway_toml: Path) -> bool:
+    """Steps 2 to 6: broker, gateway and station up, the scan script played, all stopped.
+    True if the station said STORED."""
     started: list[Process] = []
     try:
         print(f"2. starting mosquitto on 127.0.0.1:{site.port} (TLS, client certificates, ACL)")
@@ -114,7 +217,7 @@ def run_demo(root: Path) -> int:
         started.append(broker)
         if not broker.wait_for("running", 10):
             print("mosquitto did not start", file=sys.stderr)
-            return 1
+            return False
         print("3. starting the reference gateway")
         gateway = Process(
             "gateway", [_command("photosafe-gateway"), "run", "--config", str(gateway_toml)]
@@ -130,37 +233,57 @@ def run_demo(root: Path) -> int:
         started.append(station)
         if not station.wait_for("link.up", 15):
             print("the station did not connect", file=sys.stderr)
-            return 1
-        print("5. playing the scan script: badge, wristband, consent card, capture")
+            return False
+        print("5. playing the scan script: badge, wristband, consent, body site, capture")
         assert station.proc.stdin is not None
         for line in SCRIPT:
             station.proc.stdin.write(line + "\n")
             station.proc.stdin.flush()
             time.sleep(0.3)
-        stored = station.wait_for("STORED", 20)
+        return station.wait_for("STORED", 20)
     finally:
-        print("6. stopping everything the demo started")
+        print("6. stopping the station, the gateway and the broker")
         for process in reversed(started):
             process.stop()
-    return _report(root, records, canary, stored)
 
 
-def _report(root: Path, records: Path, canary: str, stored: bool) -> int:
-    filed = sorted(p for p in records.rglob("manifest.json")) if records.exists() else []
+def _folder_records(root: Path, records: Path) -> list[Record]:
+    manifests = sorted(records.rglob("manifest.json")) if records.exists() else []
+    return [
+        Record(
+            where=str(m.parent.relative_to(root)),
+            image=(m.parent / "image.jpg").read_bytes(),
+            details=", ".join(f"{p.name} {p.stat().st_size} B" for p in sorted(m.parent.iterdir())),
+        )
+        for m in manifests
+    ]
+
+
+def _keep_open(pacs: SandboxPacs) -> None:
+    """In a terminal, leave Orthanc up so the printed link works; otherwise say how to restart."""
+    if sys.stdin.isatty():
+        print("Orthanc keeps running so the link works: press Enter to stop it.")
+        with contextlib.suppress(EOFError, KeyboardInterrupt):
+            input()
+    else:
+        print(f"Orthanc is stopped; to browse the study again: {ORTHANC} {pacs.config}")
+
+
+def _report(root: Path, records: Path, filed: list[Record], canary: str, stored: bool) -> int:
     print()
     print(f"station said stored: {'yes' if stored else 'NO'}")
     print(f"gateway filed {len(filed)} capture(s):")
-    for manifest in filed:
-        folder = manifest.parent
-        sizes = ", ".join(f"{p.name} {p.stat().st_size} B" for p in sorted(folder.iterdir()))
-        print(f"  {folder.relative_to(root)}: {sizes}")
+    for record in filed:
+        print(f"  {record.where}: {record.details}")
+        if record.link:
+            print(f"  study in Orthanc Explorer: {record.link}")
     needle = bytes.fromhex(canary)
     holders = [
         p
         for p in root.rglob("*")
         if p.is_file() and needle in p.read_bytes() and records not in p.parents
     ]
-    in_record = any(needle in (m.parent / "image.jpg").read_bytes() for m in filed)
+    in_record = any(needle in record.image for record in filed)
     print(f"canary bytes in the filed image: {'yes' if in_record else 'no'}")
     print(f"canary bytes anywhere else under {root.name}/: {len(holders)} file(s)")
     for holder in holders:
@@ -177,9 +300,14 @@ def _report(root: Path, records: Path, canary: str, stored: bool) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="photosafe-demo", description=__doc__)
     parser.add_argument("--dir", type=Path, default=Path("demo-site"), help="sandbox folder")
+    parser.add_argument(
+        "--pacs",
+        choices=PACS_CHOICES,
+        help="file into a sandbox PACS (DICOM over STOW-RS) instead of the records folder",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    return run_demo(args.dir.resolve())
+    return run_demo(args.dir.resolve(), args.pacs)
 
 
 if __name__ == "__main__":

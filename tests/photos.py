@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import re
+import shutil
+import subprocess
 import uuid
+from pathlib import Path
 from typing import Any
 
 from keys import manifest_for, shared_pki
@@ -101,3 +105,31 @@ def verified(reply: Reply | None, device: str = "ward-a-01") -> Receipt:
     return ack.verify(
         reply.ack_bytes, pinned=ack.pin(shared_pki().signing.public_key()), device=device
     )
+
+
+DCIODVFY = shutil.which("dciodvfy")
+# dciodvfy's warnings that are expected: our private block, our private coding scheme, and (no
+# body site) a Laterality left empty, which it allows "only when actually unknown": as it is.
+EXPECTED_WARNINGS = (
+    re.compile(r"^\(0x0011,0x10\d\d\) +\? +- Warning - Unrecognized tag"),
+    re.compile(r"^Warning - Unrecognized defined term <99PHOTOSAFESTAFF>"),
+    re.compile(r"^Warning - is only permitted to be empty when actually unknown;.*<Laterality>$"),
+)
+
+
+def dciodvfy(part10: bytes, folder: Path) -> list[str]:
+    """dciodvfy's errors and unexpected warnings for this DICOM file (Debian dicom3tools)."""
+    assert DCIODVFY is not None, "dciodvfy is not installed"
+    path = folder / "instance.dcm"
+    path.write_bytes(part10)
+    run = subprocess.run(
+        [DCIODVFY, str(path)], check=False, capture_output=True, text=True, timeout=30
+    )
+    lines = [line for line in (run.stdout + run.stderr).splitlines() if line.strip()]
+    assert "VLPhotographicImage" in lines, lines  # it recognised the IOD
+    return [
+        line
+        for line in lines
+        if "Error" in line
+        or ("Warning" in line and not any(p.search(line) for p in EXPECTED_WARNINGS))
+    ]

@@ -9,6 +9,7 @@ answers one: its filters drop instances and still answer success, see the "picky
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import threading
@@ -17,12 +18,23 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pydicom
 import pytest
 from broker import Broker
 from dicomweb_client.api import DICOMwebClient
 from mqtt_clients import ClientPool
 from orthanc import Orthanc, running_orthanc
-from photos import PHOTO, handler, manifest, open_capture, padded, seal, verified
+from photos import (
+    DCIODVFY,
+    PHOTO,
+    dciodvfy,
+    handler,
+    manifest,
+    open_capture,
+    padded,
+    seal,
+    verified,
+)
 from test_gateway_broker import Station
 
 from photosafe.gateway.config import load_config
@@ -70,7 +82,7 @@ TRANSPORTS = pytest.mark.parametrize("transport", [stow, cstore], ids=["stow-rs"
 
 @TRANSPORTS
 def test_a_capture_is_filed_and_reads_back_from_orthanc(
-    orthanc: Orthanc, transport: Transport, caplog: pytest.LogCaptureFixture
+    orthanc: Orthanc, transport: Transport, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     caplog.set_level(logging.INFO)
     capture = uuid.uuid4()
@@ -94,6 +106,10 @@ def test_a_capture_is_filed_and_reads_back_from_orthanc(
     assert tags["SOPClassUID"] == "1.2.840.10008.5.1.4.1.1.77.1.4"
     assert orthanc.frame(instance) == padded(PHOTO)  # the station's JPEG, not re-encoded
     assert NHS not in caplog.text
+    stored = orthanc.file(instance)  # a Part 10 file (pydicom would need force= otherwise)
+    assert pydicom.dcmread(io.BytesIO(stored)).SOPInstanceUID == uids.instance
+    if DCIODVFY is not None:
+        assert dciodvfy(stored, tmp_path) == []
 
 
 @TRANSPORTS

@@ -387,3 +387,13 @@ def test_gateway_key_rotation_files_captures_sealed_to_old_and_new_keys(
     harness.start_gateway()
     assert station.indicator.wait_for(Signal.STORED, 15, count=2)
     assert len(harness.filed()) == 2
+
+
+def test_a_scanner_refusal_is_shown_as_refused_and_changes_nothing(harness: Harness) -> None:
+    station = harness.start_station()
+    assert station.scanner.feed(BADGE)
+    station.station.events.scan_refused("garbled")  # what the evdev scanner reports
+    assert station.indicator.wait_for(Signal.REFUSED, 5)
+    detail = next(d for s, d in station.indicator.shown if s is Signal.REFUSED)
+    assert detail == "scan not read (garbled): scan again"
+    assert station.station.workflow.step.value == "need-patient"
