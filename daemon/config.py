@@ -31,8 +31,14 @@ class ConfigError(Exception):
 
 class StationSettings(BaseModel):
     model_config = _SECTION
-    site: str = Field(min_length=1, description="Hospital site name, recorded with each image.")
-    location: str = Field(min_length=1, description="Ward or theatre where the station is fixed.")
+    # 64 characters: what DICOM's InstitutionName / InstitutionalDepartmentName (LO) can hold,
+    # so a PACS never refuses this station's captures for a long name.
+    site: str = Field(
+        min_length=1, max_length=64, description="Hospital site name, recorded with each image."
+    )
+    location: str = Field(
+        min_length=1, max_length=64, description="Ward or theatre where the station is fixed."
+    )
     kind: StationKind = Field(description="ward: explicit consent only; theatre: may use implied.")
     implied_categories: list[ImpliedCategory] = Field(
         default_factory=list,
