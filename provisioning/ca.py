@@ -33,9 +33,9 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from photosafe.protocol.topics import valid_device_id
 from photosafe.provisioning import pki
@@ -51,7 +51,7 @@ MIN_PASSPHRASE = 12
 MIN_RSA_BITS = 2048
 _PRIVATE, _PUBLIC = 0o600, 0o644
 
-CaKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+CaKey = pki.CaKey
 Passphrase = Callable[[str], bytes]  # asked only when a key is encrypted; the argument says which
 
 
@@ -363,34 +363,8 @@ def issue(
     not_after = min(not_after, ca.cert.not_valid_after_utc)
     public_key = csr.public_key()
     assert isinstance(public_key, ec.EllipticCurvePublicKey)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)]))
-        .issuer_name(ca.cert.subject)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(device_id)]), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(_authority_key_id(ca), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .sign(ca.key, hashes.SHA256())
+    cert = pki.issue_client_certificate(
+        pki.Authority(ca.key, ca.cert), device_id, public_key, not_after=not_after, now=now
     )
     entries = ca.index()
     earlier = tuple(e for e in entries if e.device == device_id and e.valid_at(now))
@@ -401,14 +375,6 @@ def issue(
     write_file(ca.root / ISSUED / f"{cert.serial_number:x}.pem", pki.cert_pem(cert))
     _write_index(ca.root, [*entries, entry])
     return Issued(cert, device_id, earlier, shortened)
-
-
-def _authority_key_id(ca: DeviceCa) -> x509.AuthorityKeyIdentifier:
-    try:
-        ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key())
-    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
 
 # -- revocation -------------------------------------------------------------------------------
@@ -474,21 +440,7 @@ def write_crl(
             revoked.setdefault(entry.serial, entry.revoked_at)
     for serial, when in (extra or {}).items():
         revoked.setdefault(serial, when)
-    builder = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(ca.cert.subject)
-        .last_update(now - dt.timedelta(minutes=5))
-        .next_update(now + dt.timedelta(days=days))
-        .add_extension(_authority_key_id(ca), critical=False)
-    )
-    for serial in sorted(revoked):
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder()
-            .serial_number(serial)
-            .revocation_date(revoked[serial])
-            .build()
-        )
-    crl = builder.sign(ca.key, hashes.SHA256())
+    crl = pki.revocation_list(pki.Authority(ca.key, ca.cert), revoked, now=now, days=days)
     write_file(ca.crl_path, pki.crl_pem(crl))
     return crl
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from photosafe.protocol.topics import valid_device_id
@@ -22,6 +22,10 @@ from photosafe.protocol.topics import valid_device_id
 DEVICE_CERT_DAYS = 397
 CA_DAYS = 3650
 CRL_DAYS = 7
+
+
+# A hospital's existing CA may hold an RSA key; everything we make ourselves is P-256.
+CaKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
 class PkiError(Exception):
@@ -32,7 +36,7 @@ class PkiError(Exception):
 class Authority:
     """A CA key and its self-signed certificate."""
 
-    key: ec.EllipticCurvePrivateKey
+    key: CaKey
     cert: x509.Certificate
 
 
@@ -100,13 +104,17 @@ def issue_client_certificate(
     public_key: ec.EllipticCurvePublicKey,
     *,
     days: int = DEVICE_CERT_DAYS,
+    not_after: dt.datetime | None = None,
     now: dt.datetime | None = None,
 ) -> x509.Certificate:
-    """A TLS client certificate for a device (or the gateway): CN = SAN = identity."""
+    """A TLS client certificate for a device (or the gateway): CN = SAN = identity.
+
+    Valid for `days`, or until `not_after` when given (a CA never issues past its own expiry).
+    """
     _check_identity(identity)
     now = now or _utcnow()
     return (
-        _end_entity(ca, identity, public_key, now, days)
+        _end_entity(ca, identity, public_key, now, not_after or now + dt.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(identity)]), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .sign(ca.key, hashes.SHA256())
@@ -128,7 +136,7 @@ def issue_server_certificate(
     names: list[x509.GeneralName] = [x509.DNSName(h) for h in hostnames]
     names += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
     return (
-        _end_entity(ca, common_name, public_key, now, days)
+        _end_entity(ca, common_name, public_key, now, now + dt.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca.key, hashes.SHA256())
@@ -137,27 +145,41 @@ def issue_server_certificate(
 
 def revocation_list(
     ca: Authority,
-    revoked_serials: Iterable[int] = (),
+    revoked: Iterable[int] | Mapping[int, dt.datetime] = (),
     *,
     now: dt.datetime | None = None,
     days: int = CRL_DAYS,
 ) -> x509.CertificateRevocationList:
-    """A CRL naming the revoked serial numbers, signed by the CA."""
+    """A CRL naming the revoked serial numbers (with their revocation dates, if given)."""
     now = now or _utcnow()
+    dates = dict(revoked) if isinstance(revoked, Mapping) else dict.fromkeys(revoked, now)
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca.cert.subject)
         .last_update(now - dt.timedelta(minutes=5))
         .next_update(now + dt.timedelta(days=days))
+        .add_extension(authority_key_id(ca), critical=False)
     )
-    for serial in sorted(set(revoked_serials)):
+    for serial in sorted(dates):
         builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
+            x509.RevokedCertificateBuilder()
+            .serial_number(serial)
+            .revocation_date(dates[serial])
+            .build()
         )
     return builder.sign(ca.key, hashes.SHA256())
 
 
-def key_pem(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None = None) -> bytes:
+def authority_key_id(ca: Authority) -> x509.AuthorityKeyIdentifier:
+    """The CA's key identifier as its certificate states it (an imported CA's may differ)."""
+    try:
+        ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key())
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
+def key_pem(key: CaKey, passphrase: bytes | None = None) -> bytes:
     """PKCS#8 PEM, encrypted when a passphrase is given."""
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase)
@@ -190,7 +212,7 @@ def _end_entity(
     common_name: str,
     public_key: ec.EllipticCurvePublicKey,
     now: dt.datetime,
-    days: int,
+    not_after: dt.datetime,
 ) -> x509.CertificateBuilder:
     return (
         x509.CertificateBuilder()
@@ -199,7 +221,7 @@ def _end_entity(
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -215,8 +237,6 @@ def _end_entity(
             ),
             critical=True,
         )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
-        )
+        .add_extension(authority_key_id(ca), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
     )
