@@ -21,6 +21,8 @@ import io
 from types import TracebackType
 from typing import NoReturn, SupportsIndex
 
+from photosafe.protocol.wipe import zero_fill
+
 
 class SecretBuffer:
     """A bytearray of plaintext that is zeroed in place when its owner is done with it."""
@@ -47,7 +49,7 @@ class SecretBuffer:
                 try:
                     return cls(bytearray(written))
                 finally:
-                    written[:] = bytes(len(written))
+                    zero_fill(written)
         finally:
             stream.close()
 
@@ -64,9 +66,9 @@ class SecretBuffer:
     def wipe(self) -> None:
         """Zeroes the plaintext in place. Idempotent; views already handed out then read zeros."""
         if not self._wiped:
-            # Through a memoryview: writes into the existing memory, with no resize, no move
-            # and no temporary copy of the plaintext.
-            memoryview(self._data)[:] = bytes(len(self._data))
+            # In place, block by block: no resize, no move, no temporary copy and no second
+            # image-sized buffer of zeros.
+            zero_fill(self._data)
             self._wiped = True
 
     def __len__(self) -> int:

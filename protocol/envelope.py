@@ -47,6 +47,7 @@ from photosafe.protocol.errors import (
     UntrustedCertificate,
 )
 from photosafe.protocol.manifest import DeviceId, Manifest
+from photosafe.protocol.wipe import zero_fill
 
 MAGIC = b"PSAFE\x00v1"
 SIGNATURE_CONTEXT = b"photosafe/v1 capture signature\x00"
@@ -141,8 +142,9 @@ def seal(
             offset += len(part)
         ciphertext = _SUITES[suite].encrypt(plaintext, recipient, info=header)
     finally:
-        out[:] = bytes(len(out))
+        zero_fill(out)
         out.release()
+        del plaintext  # freed before the message is assembled: one image-sized buffer fewer
     return MAGIC + _U32.pack(len(header)) + header + ciphertext
 
 
