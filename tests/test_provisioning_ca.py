@@ -401,7 +401,7 @@ def test_install_writes_only_a_certificate_that_fits_this_station(
             opened, csr_for("ward-5-01", key=key), days=30, now=long_ago
         ).cert,
         "server auth": pki.issue_server_certificate(
-            pki.Authority(opened.key, opened.cert),  # type: ignore[arg-type]
+            pki.Authority(opened.key, opened.cert),
             "ward-5-01",
             key.public_key(),
             hostnames=["ward-5-01"],
