@@ -78,6 +78,8 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID, JPEGBaseline8Bit, VLPhotographicImageStorage
 from pydicom.valuerep import validate_value
 
+from photosafe.gateway import jpeg_header
+from photosafe.gateway.jpeg_header import JpegError, JpegFrame
 from photosafe.gateway.sink import SinkRejected
 from photosafe.protocol.consent import summary
 from photosafe.protocol.envelope import Opened
@@ -132,9 +134,6 @@ KNOWN_TERMS = {
     "76853006": "Heel",
 }
 _FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UR"})  # the only string VRs that may hold '\'
-_BASELINE_SOF = 0xC0
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # DHT, JPG, DAC are not SOFs
-_SOS, _APP14 = 0xDA, 0xEE
 
 
 class InvalidInstance(SinkRejected):
@@ -163,78 +162,30 @@ def manifest_digest(opened: Opened) -> str:
     return hashlib.sha256(opened.manifest_bytes).hexdigest()
 
 
-# -- the JPEG, read but never decoded ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class JpegFrame:
-    """What a JPEG's frame header (SOF) says, and whether an Adobe marker disables YCbCr."""
-
-    width: int
-    height: int
-    sampling: tuple[tuple[int, int], ...]  # (horizontal, vertical) per component
-    adobe_transform: int | None
-
-    @property
-    def photometric(self) -> str:
-        """MONOCHROME2, or YBR_FULL_422 for any YCbCr JPEG: the VL Photographic IOD allows no
-        other value under JPEG Baseline (dciodvfy refuses RGB and YBR_FULL), whatever the
-        chroma subsampling; the JPEG's own frame header tells decoders the real sampling."""
-        if len(self.sampling) == 1:
-            return "MONOCHROME2"
-        if self.adobe_transform == 0:
-            raise InvalidInstance(
-                "the JPEG codes RGB without the YCbCr transform, which a VL Photographic Image "
-                "in JPEG Baseline cannot carry"
-            )
-        return "YBR_FULL_422"
+# -- the JPEG, read but never decoded (photosafe.gateway.jpeg_header) ------------------------
 
 
 def read_jpeg(data: bytes) -> JpegFrame:
-    """Walk the JPEG's marker segments up to its frame header; InvalidInstance if it is not a
-    baseline JPEG that the JPEG Baseline transfer syntax can carry as it is."""
-    if data[:2] != b"\xff\xd8":
-        raise InvalidInstance("the image is not a JPEG (no start-of-image marker)")
-    pos, adobe = 2, None
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            raise InvalidInstance("the JPEG's marker segments are broken")
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
-        segment = data[pos + 4 : pos + 2 + length]
-        if length < 2 or len(segment) != length - 2:
-            raise InvalidInstance("the JPEG's marker segments are broken")
-        if marker == _APP14 and segment[:5] == b"Adobe" and len(segment) >= 12:
-            adobe = segment[11]
-        elif marker in _SOF_MARKERS:
-            return _frame(marker, segment, adobe)
-        elif marker == _SOS:
-            break
-        pos += 2 + length
-    raise InvalidInstance("the JPEG has no frame header")
+    """The JPEG's frame header; InvalidInstance if it is not a baseline JPEG that the JPEG
+    Baseline transfer syntax can carry as it is."""
+    try:
+        return jpeg_header.read_jpeg(data)
+    except JpegError as exc:
+        raise InvalidInstance(str(exc)) from None
 
 
-def _frame(marker: int, segment: bytes, adobe: int | None) -> JpegFrame:
-    if marker != _BASELINE_SOF:
+def _photometric(frame: JpegFrame) -> str:
+    """MONOCHROME2, or YBR_FULL_422 for any YCbCr JPEG: the VL Photographic IOD allows no other
+    value under JPEG Baseline (dciodvfy refuses RGB and YBR_FULL), whatever the chroma
+    subsampling; the JPEG's own frame header tells decoders the real sampling."""
+    if len(frame.sampling) == 1:
+        return "MONOCHROME2"
+    if frame.adobe_transform == 0:
         raise InvalidInstance(
-            f"the JPEG is not baseline (SOF{marker - 0xC0}); the gateway files JPEGs as they "
-            "are and does not re-encode them"
+            "the JPEG codes RGB without the YCbCr transform, which a VL Photographic Image "
+            "in JPEG Baseline cannot carry"
         )
-    precision, components = segment[0], segment[5] if len(segment) > 5 else 0
-    if precision != 8 or components not in (1, 3) or len(segment) < 6 + 3 * components:
-        raise InvalidInstance("the JPEG is neither 8-bit greyscale nor 8-bit three-component")
-    sampling = tuple(
-        (segment[7 + 3 * i] >> 4, segment[7 + 3 * i] & 0x0F) for i in range(components)
-    )
-    return JpegFrame(
-        width=int.from_bytes(segment[3:5], "big"),
-        height=int.from_bytes(segment[1:3], "big"),
-        sampling=sampling,
-        adobe_transform=adobe,
-    )
+    return "YBR_FULL_422"
 
 
 # -- building ---------------------------------------------------------------------------------
@@ -376,7 +327,7 @@ def _pixels(ds: Dataset, manifest: Manifest, frame: JpegFrame, jpeg: bytes) -> N
     _put(ds, "Rows", manifest.image.height)
     _put(ds, "Columns", manifest.image.width)
     _put(ds, "SamplesPerPixel", samples)
-    _put(ds, "PhotometricInterpretation", frame.photometric)
+    _put(ds, "PhotometricInterpretation", _photometric(frame))
     if samples > 1:
         _put(ds, "PlanarConfiguration", 0)
     for keyword, value in (("BitsAllocated", 8), ("BitsStored", 8), ("HighBit", 7)):
