@@ -70,11 +70,25 @@ class LinkSettings:
     session_expiry_s: int = 300
 
 
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """paho lets a failed TLS handshake escape without closing the socket: a station whose
+    certificate the broker refuses would leak one socket per reconnect attempt until it ran out
+    of file descriptors. Close it here."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
 def tls_context(ca_file: Path, cert_file: Path, key_file: Path) -> ssl.SSLContext:
     """Mutual TLS: verify the broker against the hospital CA, present our own certificate."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(str(cert_file), str(key_file))
+    context.sslsocket_class = _ClosingSSLSocket
     return context
 
 
@@ -127,6 +141,7 @@ class MqttLink:
             info.wait_for_publish(timeout=2)
         self._client.disconnect()
         self._client.loop_stop()
+        self._client._reset_sockets()  # paho closes its wake-up pair only at garbage collection
 
     @property
     def connected(self) -> bool:

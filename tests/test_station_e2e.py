@@ -6,7 +6,9 @@ production code path. Each test is one "Must hold" of the delivery issue.
 from __future__ import annotations
 
 import base64
+import gc
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +36,7 @@ from photosafe.gateway.service import Gateway
 from photosafe.protocol import cards, fleet, topics
 from photosafe.protocol.consent import Purpose
 from photosafe.protocol.fleet import parse_status
+from photosafe.provisioning import pki
 from photosafe.provisioning.site_configs import (
     SANDBOX_NHS_PREFIX,
     write_gateway_config,
@@ -397,3 +400,30 @@ def test_a_scanner_refusal_is_shown_as_refused_and_changes_nothing(harness: Harn
     detail = next(d for s, d in station.indicator.shown if s is Signal.REFUSED)
     assert detail == "scan not read (garbled): scan again"
     assert station.station.workflow.step.value == "need-patient"
+
+
+def test_a_station_whose_tls_handshake_fails_retries_without_leaking_sockets(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """The station does not trust the broker (another CA): every handshake fails on the
+    station's side, and every attempt's socket must be closed, or a misconfigured station would
+    run out of file descriptors."""
+    other_ca = tmp_path / "other-ca.crt"
+    other_ca.write_bytes(pki.cert_pem(pki.new_authority("Another hospital").cert))
+    text = harness.station_toml.read_text()
+    harness.station_toml.write_text(
+        text.replace(json.dumps(str(harness.broker.site.ca_cert)), json.dumps(str(other_ca)))
+    )
+    station = build_station(
+        load_station_config(harness.station_toml),
+        scanner=SimulatedScanner(),
+        indicator=RecordingIndicator(),
+        camera=SimulatedCamera(width=800, height=600),
+    )
+    before = len(os.listdir("/proc/self/fd"))
+    station.link.start()
+    time.sleep(3)  # several attempts: the sandbox config reconnects within 0.2-5 s
+    assert not station.link.connected
+    station.link.stop()
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= before + 1
