@@ -9,6 +9,7 @@ import base64
 import gc
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -427,3 +428,11 @@ def test_a_station_whose_tls_handshake_fails_retries_without_leaking_sockets(
     station.link.stop()
     gc.collect()
     assert len(os.listdir("/proc/self/fd")) <= before + 1
+
+
+def test_the_station_socket_has_tcp_nodelay(harness: Harness) -> None:
+    """Without it every MQTT leg waits ~40 ms for Nagle (REFERENCE.md section 9)."""
+    station = harness.start_station()
+    sock = station.station.link._client.socket()
+    assert isinstance(sock, socket.socket)
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1

@@ -13,8 +13,6 @@ to it, so floor and capture rounds can alternate on one broker while the gateway
 from __future__ import annotations
 
 import os
-import socket
-import ssl
 import subprocess
 import sys
 import threading
@@ -35,7 +33,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from photosafe.daemon.link import tls_context
+from photosafe.daemon.link import no_delay, tls_context
 from photosafe.protocol import topics
 from photosafe.provisioning.sandbox import Site
 
@@ -139,6 +137,7 @@ class FloorClient:
             protocol=MQTTProtocolVersion.MQTTv5,
         )
         self._client.tls_set_context(tls_context(site.ca_cert, files.cert, files.key))
+        self._client.on_socket_open = no_delay
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_publish = self._on_publish
@@ -205,9 +204,6 @@ class FloorClient:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        sock = client.socket()
-        if isinstance(sock, socket.socket | ssl.SSLSocket):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.subscribe(topics.ack(self._device), qos=1)
 
     def _on_subscribe(

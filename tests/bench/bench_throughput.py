@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import ssl
 import threading
 import time
 import uuid
@@ -35,7 +33,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from photosafe.daemon.link import tls_context
+from photosafe.daemon.link import no_delay, tls_context
 from photosafe.protocol import ack, envelope, topics
 from photosafe.protocol.errors import AckError
 from photosafe.provisioning.sandbox import Site
@@ -75,6 +73,7 @@ class Publisher:
             protocol=MQTTProtocolVersion.MQTTv5,
         )
         self._client.tls_set_context(tls_context(site.ca_cert, files.cert, files.key))
+        self._client.on_socket_open = no_delay
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
@@ -117,9 +116,6 @@ class Publisher:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        sock = client.socket()
-        if isinstance(sock, socket.socket | ssl.SSLSocket):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.subscribe(topics.ack(self.device), qos=1)
 
     def _on_subscribe(
