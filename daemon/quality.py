@@ -43,7 +43,6 @@ once. The JPEG itself is read through a view, not copied.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 from PIL import Image, ImageFilter, ImageStat
@@ -67,37 +66,9 @@ class QualityThresholds:
     min_height: int = 480
 
 
-class _ViewReader(io.RawIOBase):
-    """A read-only file over a memoryview, so Pillow reads the JPEG without a full copy."""
-
-    def __init__(self, view: memoryview) -> None:
-        self._view = view
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        chunk = self._view[self._pos : self._pos + len(buffer)]
-        buffer[: len(chunk)] = chunk
-        self._pos += len(chunk)
-        return len(chunk)
-
-
 def measure(still: Still) -> QualityFigures:
     """Focus and clipping figures of a still, from a small greyscale decode."""
-    with Image.open(io.BufferedReader(_ViewReader(still.jpeg.view()))) as image:
+    with Image.open(still.jpeg.reader()) as image:
         # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale directly: fast and small.
         image.draft("L", (ANALYSIS_WIDTH, ANALYSIS_WIDTH * image.height // image.width))
         grey = image.convert("L")

@@ -17,7 +17,6 @@ service user needs the `video` group.
 
 from __future__ import annotations
 
-import io
 import os
 import stat
 import threading
@@ -98,34 +97,6 @@ def to_pixels(image: Image.Image, geometry: Geometry) -> bytearray:
     for y in range(geometry.height):
         frame[y * geometry.stride : y * geometry.stride + row] = packed[y * row : (y + 1) * row]
     return frame
-
-
-class _ViewReader(io.RawIOBase):
-    """A read-only file over a memoryview, so Pillow reads the JPEG without a copy of it."""
-
-    def __init__(self, view: memoryview) -> None:
-        self._view = view
-        self._at = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        n = max(0, min(len(buffer), len(self._view) - self._at))
-        buffer[:n] = self._view[self._at : self._at + n]
-        self._at += n
-        return n
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: len(self._view)}[whence]
-        self._at = max(0, base + offset)
-        return self._at
-
-    def tell(self) -> int:
-        return self._at
 
 
 class FramebufferDisplay:
@@ -274,9 +245,7 @@ def _open_device(path: Path) -> int:
 def _fit(still: Still, box: tuple[int, int]) -> Image.Image:
     """The still decoded at (about) screen size and fitted inside `box`, keeping its aspect."""
     try:
-        with Image.open(
-            io.BufferedReader(_ViewReader(still.jpeg.view())), formats=["JPEG"]
-        ) as jpeg:
+        with Image.open(still.jpeg.reader(), formats=["JPEG"]) as jpeg:
             jpeg.draft("RGB", box)  # libjpeg decodes at 1/2, 1/4 or 1/8 scale: fast, less copy
             decoded = jpeg.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as exc:

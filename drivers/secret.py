@@ -63,6 +63,11 @@ class SecretBuffer:
             raise ValueError("the secret buffer was wiped")
         return memoryview(self._data).toreadonly()
 
+    def reader(self) -> io.BufferedReader:
+        """A read-only file over the plaintext, for decoders (Pillow) that want a file: it reads
+        through `view()`, so the JPEG is not copied whole (only buffer-sized chunks are)."""
+        return io.BufferedReader(_ViewReader(self.view()))
+
     def wipe(self) -> None:
         """Zeroes the plaintext in place. Idempotent; views already handed out then read zeros."""
         if not self._wiped:
@@ -100,3 +105,31 @@ class SecretBuffer:
     def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
         # pickle, copy.copy and copy.deepcopy all come through here.
         raise TypeError("SecretBuffer cannot be pickled or copied")
+
+
+class _ViewReader(io.RawIOBase):
+    """A read-only, seekable raw file over a memoryview."""
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view
+        self._at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        chunk = self._view[self._at : self._at + len(buffer)]
+        buffer[: len(chunk)] = chunk
+        self._at += len(chunk)
+        return len(chunk)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: len(self._view)}[whence]
+        self._at = max(0, base + offset)
+        return self._at
+
+    def tell(self) -> int:
+        return self._at

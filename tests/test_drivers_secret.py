@@ -116,3 +116,14 @@ def test_from_bytesio_copies_once_then_zeroes_and_closes_the_stream() -> None:
     assert bytes(secret.view()) == PLAINTEXT
     assert stream.closed
     assert stream.at_close == bytes(len(PLAINTEXT))
+
+
+def test_reader_is_a_seekable_file_over_the_plaintext_and_refused_after_wipe() -> None:
+    buffer = SecretBuffer(bytearray(b"\xff\xd8 jpeg bytes \xff\xd9"))
+    with buffer.reader() as file:
+        assert file.read() == b"\xff\xd8 jpeg bytes \xff\xd9"
+        file.seek(2)
+        assert file.read(4) == b" jpe"
+    buffer.wipe()
+    with pytest.raises(ValueError, match="wiped"):
+        buffer.reader()
