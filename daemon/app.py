@@ -35,6 +35,7 @@ from photosafe.drivers.button import Button
 from photosafe.drivers.camera import Camera, Still
 from photosafe.drivers.display import Display
 from photosafe.drivers.indicator import Indicator
+from photosafe.drivers.indicator_display import DisplayedIndicator
 from photosafe.drivers.scanner import Scanner
 from photosafe.protocol import envelope
 from photosafe.protocol.consent import StationProfile
@@ -163,6 +164,8 @@ def build_station(
     indicator = indicator or _indicator(config.drivers)
     button = button or _button(config.drivers)
     display = display or _display(config.drivers)
+    if display is not None:
+        indicator = DisplayedIndicator(indicator, display)  # the status line shows each signal
     link = MqttLink(
         LinkSettings(
             device_id=config.device_id,

@@ -305,3 +305,19 @@ def test_display_backends_by_name_and_environment(
         display_backend("hdmi")
     monkeypatch.setenv("PHOTOSAFE_DISPLAY", "simulated")
     assert isinstance(display_backend("framebuffer"), RecordingDisplay)
+
+
+def test_displayed_indicator_puts_every_signal_on_the_status_line() -> None:
+    from photosafe.drivers.indicator import MEANINGS, Signal
+    from photosafe.drivers.indicator_display import DisplayedIndicator
+    from photosafe.drivers.indicator_simulated import RecordingIndicator
+
+    lights, screen = RecordingIndicator(), RecordingDisplay()
+    indicator = DisplayedIndicator(lights, screen)
+    indicator.show(Signal.NEED_PATIENT, "scan the patient's wristband")
+    assert screen.status == "scan the patient's wristband"
+    indicator.show(Signal.READY)
+    assert screen.status == MEANINGS[Signal.READY]
+    assert lights.signals == [Signal.NEED_PATIENT, Signal.READY]
+    indicator.close()
+    assert lights.closed and not screen.closed  # the station closes its display itself

@@ -234,6 +234,7 @@ def test_intimate_capture_on_a_display_station_needs_chaperone_and_approval(
     for text in (BADGE, wristband("9434765919"), CONSENT, intimate, "STAFF-654321", CAPTURE):
         assert station.scanner.feed(text)
     assert station.indicator.wait_for(Signal.NEED_APPROVAL, 10)
+    assert display.status == "show the patient: approve or discard"  # on the patient's screen
     assert not station.indicator.wait_for(Signal.STORED, 0.5)  # nothing sent before approval
     assert station.scanner.feed(approve)
     assert station.indicator.wait_for(Signal.STORED, 10)
